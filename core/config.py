@@ -1,0 +1,287 @@
+"""All configuration in one place: presets, generation settings, data and storage locations.
+
+Precedence (lowest to highest): preset defaults, environment variables, explicit overrides
+(CLI flags call :func:`load_config` with keyword overrides).
+
+Environment variables (all optional):
+
+======================  ==========================================================
+``ARENA_PRESET``        ``flan-t5-base`` or ``mini``; unset = choose automatically
+``ARENA_ORIGINAL``      hub id or local path of the original (base) model
+``ARENA_FULL``          directory of the fully fine-tuned model
+``ARENA_LORA``          directory of the LoRA adapter (applied on top of the original)
+``ARENA_DATA``          DialogSum: hub id or local directory (``validation.jsonl``...)
+``ARENA_DEVICE``        ``cpu``, ``cuda`` or ``auto`` (default)
+``ARENA_DTYPE``         ``float32``, ``bfloat16`` or ``auto`` (default: bf16 on CUDA, else fp32)
+``ARENA_MAX_NEW_TOKENS``  generation length cap (default 200)
+``ARENA_NUM_BEAMS``     beams for beam search (default: the model's generation_config)
+``ARENA_VOTES_DB``      SQLite file for human-evaluation votes
+``ARENA_CHECKPOINTS``   root of ``checkpoints/`` (default: the project's own)
+======================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAMES: tuple[str, ...] = ("original", "full", "lora")
+MODEL_LABELS: dict[str, str] = {
+    "original": "Original",
+    "full": "Full fine-tune",
+    "lora": "LoRA",
+}
+PRESETS: tuple[str, ...] = ("flan-t5-base", "mini")
+DEFAULT_HUB_DATA = "knkarthick/dialogsum"
+HUB_HOST = "huggingface.co"
+
+# Bounds for user-facing generation settings; the UI and the API both reject values outside.
+MAX_NEW_TOKENS_RANGE = (1, 512)
+NUM_BEAMS_RANGE = (1, 8)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding overrides. ``None`` keeps the model's own ``generation_config.json`` value."""
+
+    max_new_tokens: int | None = 200
+    num_beams: int | None = None
+    min_new_tokens: int | None = None
+
+    def validate(self) -> GenerationSettings:
+        """Return self, or raise ``ValueError`` naming the allowed range."""
+        checks = (
+            ("max_new_tokens", self.max_new_tokens, MAX_NEW_TOKENS_RANGE),
+            ("num_beams", self.num_beams, NUM_BEAMS_RANGE),
+        )
+        for name, value, (lo, hi) in checks:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+        if self.min_new_tokens is not None and self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be >= 0, got {self.min_new_tokens!r}")
+        return self
+
+    def as_generate_kwargs(self) -> dict[str, int]:
+        """The non-``None`` settings, ready for ``model.generate(**kwargs)``."""
+        values = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "min_new_tokens": self.min_new_tokens,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ModelLocations:
+    """Where the three models of a preset live (hub id or local path each)."""
+
+    original: str
+    full: str
+    lora: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"original": self.original, "full": self.full, "lora": self.lora}
+
+
+@dataclass(frozen=True)
+class ArenaConfig:
+    """Everything the app, the scripts and the benchmark need to know."""
+
+    preset: str
+    preset_reason: str
+    models: ModelLocations
+    data: str
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    device: str = "auto"
+    dtype: str = "auto"
+    votes_db: str = str(PROJECT_ROOT / "data" / "votes.sqlite")
+    checkpoints: str = str(PROJECT_ROOT / "checkpoints")
+
+    @property
+    def report_dir(self) -> Path:
+        """Where ``train.evaluate`` writes this preset's report by default."""
+        return Path(self.checkpoints) / self.preset / "eval"
+
+
+def preset_models(preset: str, checkpoints: str | Path) -> ModelLocations:
+    """Default model locations of a named preset."""
+    root = Path(checkpoints)
+    if preset == "flan-t5-base":
+        return ModelLocations(
+            original="google/flan-t5-base",
+            full=str(root / "flan-t5-base" / "full"),
+            lora=str(root / "flan-t5-base" / "lora"),
+        )
+    if preset == "mini":
+        return ModelLocations(
+            original=str(root / "mini" / "original"),
+            full=str(root / "mini" / "full"),
+            lora=str(root / "mini" / "lora"),
+        )
+    raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def default_data_source() -> str:
+    """The local DialogSum copy beside the project if present, else the Hub mirror."""
+    local = PROJECT_ROOT.parent / "shared" / "dialogsum"
+    return str(local) if (local / "test.jsonl").is_file() else DEFAULT_HUB_DATA
+
+
+def is_local_path(location: str) -> bool:
+    """True when ``location`` names something on disk rather than a hub id."""
+    return Path(location).expanduser().exists() or location.startswith((".", "/", "~"))
+
+
+def _checkpoint_present(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and any((p / name).is_file() for name in ("config.json", "adapter_config.json"))
+
+
+def choose_preset(checkpoints: str | Path, env: dict[str, str]) -> tuple[str, str]:
+    """Pick the preset and say why, without touching the network.
+
+    ``flan-t5-base`` wins when its fine-tuned checkpoints exist (or were configured through
+    ``ARENA_FULL``/``ARENA_LORA``); otherwise the embedded ``mini`` preset.
+    """
+    requested = env.get("ARENA_PRESET", "").strip()
+    if requested:
+        if requested not in PRESETS:
+            raise ValueError(f"ARENA_PRESET={requested!r} is not one of {', '.join(PRESETS)}")
+        return requested, f"{requested} preset: chosen by ARENA_PRESET"
+    if env.get("ARENA_FULL") or env.get("ARENA_LORA"):
+        return "flan-t5-base", "flan-t5-base preset: checkpoints configured by ARENA_FULL/ARENA_LORA"
+    base = preset_models("flan-t5-base", checkpoints)
+    if _checkpoint_present(base.full) and _checkpoint_present(base.lora):
+        return (
+            "flan-t5-base",
+            f"flan-t5-base preset: fine-tuned checkpoints found in {Path(base.full).parent}",
+        )
+    return (
+        "mini",
+        f"mini preset: flan-t5-base checkpoints not found in {Path(base.full).parent} "
+        "(the mini models are small T5s trained here from scratch, not Flan-T5)",
+    )
+
+
+def _env_int(env: dict[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from err
+
+
+def load_config(
+    env: dict[str, str] | None = None,
+    *,
+    preset: str | None = None,
+    original: str | None = None,
+    full: str | None = None,
+    lora: str | None = None,
+    data: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    max_new_tokens: int | None = None,
+    num_beams: int | None = None,
+    votes_db: str | None = None,
+) -> ArenaConfig:
+    """Build the configuration from preset defaults, the environment and explicit overrides."""
+    env = dict(os.environ if env is None else env)
+    checkpoints = env.get("ARENA_CHECKPOINTS") or str(PROJECT_ROOT / "checkpoints")
+    if preset:
+        env["ARENA_PRESET"] = preset
+    if full or lora:
+        env.setdefault("ARENA_FULL", full or "")
+        env.setdefault("ARENA_LORA", lora or "")
+    chosen, reason = choose_preset(checkpoints, env)
+    defaults = preset_models(chosen, checkpoints)
+    models = ModelLocations(
+        original=original or env.get("ARENA_ORIGINAL") or defaults.original,
+        full=full or env.get("ARENA_FULL") or defaults.full,
+        lora=lora or env.get("ARENA_LORA") or defaults.lora,
+    )
+    env_tokens = _env_int(env, "ARENA_MAX_NEW_TOKENS")
+    generation = GenerationSettings(
+        max_new_tokens=max_new_tokens or env_tokens or 200,
+        num_beams=num_beams or _env_int(env, "ARENA_NUM_BEAMS"),
+    ).validate()
+    config = ArenaConfig(
+        preset=chosen,
+        preset_reason=reason,
+        models=models,
+        data=data or env.get("ARENA_DATA") or default_data_source(),
+        generation=generation,
+        device=device or env.get("ARENA_DEVICE") or "auto",
+        dtype=dtype or env.get("ARENA_DTYPE") or "auto",
+        votes_db=votes_db or env.get("ARENA_VOTES_DB") or str(PROJECT_ROOT / "data" / "votes.sqlite"),
+        checkpoints=checkpoints,
+    )
+    return config
+
+
+def with_generation(config: ArenaConfig, settings: GenerationSettings) -> ArenaConfig:
+    """A copy of ``config`` with other generation settings (validated)."""
+    return replace(config, generation=settings.validate())
+
+
+# Cache of the reachability probe: the answer cannot change fast enough to matter in one run.
+_HUB_REACHABLE: dict[str, bool] = {}
+_HUB_LOCK = threading.Lock()
+
+
+def hub_reachable(timeout_s: float = 1.5) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connect within ``timeout_s``.
+
+    DNS resolution can itself hang on a closed network, so the probe runs in a daemon thread
+    and is abandoned after the timeout.
+    """
+    with _HUB_LOCK:
+        if HUB_HOST in _HUB_REACHABLE:
+            return _HUB_REACHABLE[HUB_HOST]
+        result: list[bool] = []
+
+        def probe() -> None:
+            try:
+                with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
+                    result.append(True)
+            except OSError:
+                result.append(False)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(timeout_s + 0.2)
+        _HUB_REACHABLE[HUB_HOST] = bool(result and result[0])
+        return _HUB_REACHABLE[HUB_HOST]
+
+
+def ensure_offline_if_unreachable(config: ArenaConfig) -> bool:
+    """Set ``HF_HUB_OFFLINE=1`` when the Hub cannot be reached, so loads fail fast.
+
+    Nothing is probed when every model and the data are local paths, or when the user already
+    chose offline mode. Returns whether offline mode is on afterwards.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        _set_offline()
+        return True
+    locations = [*config.models.as_dict().values(), config.data]
+    if all(is_local_path(loc) for loc in locations) or not hub_reachable():
+        _set_offline()
+        return True
+    return False
+
+
+def _set_offline() -> None:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    # huggingface_hub reads the variable once at import; update the live constant too.
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True

@@ -1,0 +1,211 @@
+"""Batched, deterministic summarization with the loaded models.
+
+Original and LoRA rows that share decoding settings run in *one* ``generate`` call through
+peft's mixed-adapter batches (``adapter_names``), so a comparison costs about two model
+calls, not three. Every result carries its wall time and, for long inputs, how much of the
+dialogue was cut to fit the model's input limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from core.config import MODEL_NAMES, GenerationSettings
+from core.models import LoadedModel, ModelSet
+from core.prompt import build_prompt, clean_text
+
+logger = logging.getLogger(__name__)
+
+MAX_INPUT_TOKENS = 512  # what the models were trained on (train/ truncates inputs here too)
+MAX_DIALOGUE_CHARS = 100_000  # longer text is cut before tokenizing, so one paste can't stall a worker
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One model's answer for one dialogue."""
+
+    model: str
+    text: str
+    seconds: float
+    error: str | None = None
+    input_tokens: int = 0
+    truncated_tokens: int = 0
+    batched_with: tuple[str, ...] = ()  # other models that ran in the same generate call
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """A dialogue fitted to the input limit, with what was cut."""
+
+    dialogue: str
+    input_tokens: int
+    truncated_tokens: int
+
+
+def fit_dialogue(tokenizer: Any, dialogue: str, max_input_tokens: int = MAX_INPUT_TOKENS) -> PreparedInput:
+    """Cut a dialogue so that its prompt fits ``max_input_tokens``, keeping the instruction.
+
+    Truncating the whole prompt would drop the trailing "Summary:" the models were trained
+    to answer; instead the dialogue's tail is dropped at a token boundary.
+    """
+    dialogue = clean_text(dialogue)[:MAX_DIALOGUE_CHARS].strip()
+    if not dialogue:
+        raise ValueError("the dialogue is empty: paste a conversation or pick an example")
+    total = len(tokenizer(build_prompt(dialogue))["input_ids"])
+    if total <= max_input_tokens:
+        return PreparedInput(dialogue, total, 0)
+    encoded = tokenizer(dialogue, add_special_tokens=False, return_offsets_mapping=True)
+    overhead = total - len(encoded["input_ids"])
+    budget = max(1, max_input_tokens - overhead)
+    cut_at = encoded["offset_mapping"][budget - 1][1]
+    kept = dialogue[:cut_at].rstrip()
+    kept_tokens = len(tokenizer(build_prompt(kept))["input_ids"])
+    return PreparedInput(kept, min(kept_tokens, max_input_tokens), total - min(kept_tokens, max_input_tokens))
+
+
+def effective_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict[str, Any]:
+    """The model's own decoding defaults overridden by the user's settings; never sampling."""
+    kwargs = {**loaded.generation_defaults, **settings.as_generate_kwargs(), "do_sample": False}
+    kwargs.setdefault("max_new_tokens", 200)
+    if kwargs.get("num_beams", 1) == 1:
+        kwargs.pop("early_stopping", None)
+        kwargs.pop("length_penalty", None)
+    if kwargs.get("min_new_tokens") and kwargs["min_new_tokens"] > kwargs["max_new_tokens"]:
+        kwargs["min_new_tokens"] = kwargs["max_new_tokens"]
+    return kwargs
+
+
+def _generate(
+    group: Sequence[LoadedModel], prompts: list[str], kwargs: dict[str, Any], max_input_tokens: int
+) -> list[list[str]]:
+    """One ``generate`` call for every model in ``group`` (same module) over ``prompts``."""
+    head = group[0]
+    encoded = head.tokenizer(
+        prompts * len(group),
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=max_input_tokens,
+    ).to(head.device)
+    extra: dict[str, Any] = {}
+    if head.adapter_name is not None:
+        extra["adapter_names"] = [m.adapter_name for m in group for _ in prompts]
+    with head.lock, torch.inference_mode():
+        output = head.model.generate(**encoded, **kwargs, **extra)
+    texts = head.tokenizer.batch_decode(output, skip_special_tokens=True)
+    n = len(prompts)
+    return [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(group))]
+
+
+def plan_groups(models: Sequence[LoadedModel], settings: GenerationSettings) -> list[list[LoadedModel]]:
+    """Group models that can share one generate call: same module and same decoding."""
+    groups: list[list[LoadedModel]] = []
+    for loaded in models:
+        for group in groups:
+            same_module = group[0].model is loaded.model and loaded.adapter_name is not None
+            if same_module and effective_kwargs(group[0], settings) == effective_kwargs(loaded, settings):
+                group.append(loaded)
+                break
+        else:
+            groups.append([loaded])
+    return groups
+
+
+def summarize_many(
+    model_set: ModelSet,
+    dialogues: Sequence[str],
+    settings: GenerationSettings,
+    names: Sequence[str] = MODEL_NAMES,
+    max_input_tokens: int = MAX_INPUT_TOKENS,
+) -> Iterator[list[Summary]]:
+    """Summarize ``dialogues`` with each named model; yield each model's list as it finishes.
+
+    Models that can share a batch finish together. A model that failed to load, or fails
+    while generating, yields summaries with ``error`` set; the others are unaffected.
+    """
+    settings.validate()
+    available = [model_set.models[n] for n in names if n in model_set.models]
+    for name in names:
+        if name not in model_set.models:
+            reason = model_set.errors.get(name, f"model {name!r} is not loaded")
+            yield [Summary(name, "", 0.0, error=reason) for _ in dialogues]
+    for group in plan_groups(available, settings):
+        group_names = tuple(m.name for m in group)
+        try:
+            fitted = [fit_dialogue(group[0].tokenizer, d, max_input_tokens) for d in dialogues]
+            kwargs = effective_kwargs(group[0], settings)
+            start = time.perf_counter()
+            texts = _generate(group, [build_prompt(f.dialogue) for f in fitted], kwargs, max_input_tokens)
+            seconds = time.perf_counter() - start
+        except ValueError as err:  # bad input: same message for every model
+            for loaded in group:
+                yield [Summary(loaded.name, "", 0.0, error=str(err)) for _ in dialogues]
+            continue
+        except Exception as err:
+            logger.exception("generation failed for %s", ", ".join(group_names))
+            for loaded in group:
+                message = f"generation failed: {type(err).__name__}: {err}"[:400]
+                yield [Summary(loaded.name, "", 0.0, error=message) for _ in dialogues]
+            continue
+        for loaded, model_texts in zip(group, texts, strict=True):
+            others = tuple(n for n in group_names if n != loaded.name)
+            yield [
+                Summary(loaded.name, text, seconds, None, f.input_tokens, f.truncated_tokens, others)
+                for text, f in zip(model_texts, fitted, strict=True)
+            ]
+
+
+def summarize(
+    model_set: ModelSet,
+    dialogue: str,
+    settings: GenerationSettings,
+    names: Sequence[str] = MODEL_NAMES,
+) -> Iterator[Summary]:
+    """Summarize one dialogue with each named model, yielding each result as it is ready."""
+    for results in summarize_many(model_set, [dialogue], settings, names):
+        yield results[0]
+
+
+class SummaryCache:
+    """A bounded, thread-safe LRU cache of summaries keyed by model, dialogue and settings.
+
+    This is the one piece of shared mutable state the app keeps: a repeated click on the same
+    dialogue with the same settings returns at once.
+    """
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self._entries: OrderedDict[tuple, Summary] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+
+    @staticmethod
+    def key(preset: str, model: str, dialogue: str, settings: GenerationSettings) -> tuple:
+        return (preset, model, clean_text(dialogue).strip(), settings)
+
+    def get(self, key: tuple) -> Summary | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple, summary: Summary) -> None:
+        if summary.error is not None:
+            return  # errors are not cached: the next click retries
+        with self._lock:
+            self._entries[key] = summary
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

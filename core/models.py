@@ -1,0 +1,255 @@
+"""Loading the three models of a preset, with the base weights held once.
+
+``original`` and ``lora`` share one in-memory T5: the LoRA adapter is injected into the base
+with peft, and the original's rows run with the adapter switched off (peft's mixed-adapter
+batches, ``adapter_names=["__base__", ...]``). ``full`` is a separate set of weights.
+
+A model that fails to load is recorded with a clear error and the others keep serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.config import MODEL_NAMES, ArenaConfig, ensure_offline_if_unreachable, is_local_path
+
+logger = logging.getLogger(__name__)
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+LORA_ADAPTER = "lora"
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint is missing, broken or mismatched; the message names the path and cause."""
+
+
+@dataclass
+class LoadedModel:
+    """One servable model: the module to call ``generate`` on and how to call it."""
+
+    name: str
+    location: str
+    model: Any  # transformers model or peft.PeftModel
+    tokenizer: Any
+    generation_defaults: dict[str, Any]
+    lock: threading.Lock
+    adapter_name: str | None = None  # set for rows that go through the shared peft model
+    warning: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+@dataclass
+class ModelSet:
+    """The loaded models of a preset plus the error of each one that failed."""
+
+    config: ArenaConfig
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def status(self, name: str) -> str:
+        """A one-line state of a model for the UI: ok, warning or the load error."""
+        if name in self.errors:
+            return f"unavailable: {self.errors[name]}"
+        warning = self.models[name].warning
+        return f"loaded with a warning: {warning}" if warning else "loaded"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 on the CPU unless asked; fp16 is refused (T5 overflows in fp16)."""
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype in ("float16", "fp16", "half"):
+        raise ModelLoadError("float16 is not supported: T5 overflows in fp16; use bfloat16 or float32")
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in table:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or auto")
+    return table[dtype]
+
+
+def _check_local_dir(location: str, required: tuple[str, ...], what: str) -> None:
+    path = Path(location).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"{what} directory not found: {path}")
+    missing = [name for name in required if not (path / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"{what} at {path} is incomplete: missing {', '.join(missing)}")
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:400]
+
+
+def load_tokenizer(location: str) -> Any:
+    """Load a tokenizer from a hub id or directory; errors name the location."""
+    from transformers import AutoTokenizer
+
+    if is_local_path(location):
+        _check_local_dir(location, (), "tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(location)
+    except Exception as err:
+        raise ModelLoadError(f"tokenizer could not be loaded from {location}: {_describe(err)}") from err
+
+
+def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """Load a seq2seq LM (fp32/bf16) in eval mode; errors name the location and cause."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    if is_local_path(location):
+        _check_local_dir(location, ("config.json",), "model")
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(location, dtype=dtype)
+    except Exception as err:
+        raise ModelLoadError(f"model could not be loaded from {location}: {_describe(err)}") from err
+    return model.to(device).eval()
+
+
+def generation_defaults(location: str, model: Any) -> dict[str, Any]:
+    """Decoding defaults from a model's (or adapter's) ``generation_config.json``."""
+    path = Path(location) / "generation_config.json"
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ModelLoadError(f"{path} is not valid JSON ({err.msg})") from err
+    else:
+        raw = model.generation_config.to_diff_dict() if getattr(model, "generation_config", None) else {}
+    keep = (
+        "max_new_tokens", "num_beams", "no_repeat_ngram_size", "repetition_penalty",
+        "length_penalty", "min_new_tokens", "early_stopping", "encoder_no_repeat_ngram_size",
+    )  # fmt: skip
+    return {k: raw[k] for k in keep if raw.get(k) is not None}
+
+
+def _same_base(recorded: str, loaded: str) -> bool:
+    if not recorded or recorded == loaded:
+        return True
+    rec, cur = Path(recorded).expanduser(), Path(loaded).expanduser()
+    if rec.exists() and cur.exists():
+        return rec.resolve() == cur.resolve()
+    # Paths recorded on another machine: compare their last two components.
+    return rec.parts[-2:] == cur.parts[-2:]
+
+
+def adapter_base_warning(adapter_dir: str, base_location: str) -> str | None:
+    """Say so when an adapter records a different base model than the one loaded."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        recorded = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"adapter config {config_path} is unreadable: {_describe(err)}") from err
+    if _same_base(str(recorded), base_location):
+        return None
+    return f"adapter {adapter_dir} was trained on {recorded!r} but is applied to {base_location!r}"
+
+
+def _has_lora_layers(model: Any) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return any(isinstance(m, LoraLayer) for m in model.modules())
+
+
+def attach_lora(base: Any, adapter_dir: str, base_location: str) -> tuple[Any, str | None]:
+    """Inject the adapter at ``adapter_dir`` into ``base`` (in place); return the peft model."""
+    from peft import PeftModel
+
+    _check_local_dir(adapter_dir, ("adapter_config.json",), "LoRA adapter")
+    if not any((Path(adapter_dir) / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise ModelLoadError(
+            f"LoRA adapter at {adapter_dir} is incomplete: missing adapter_model.safetensors"
+        )
+    warning = adapter_base_warning(adapter_dir, base_location)
+    try:
+        peft_model = PeftModel.from_pretrained(
+            base, adapter_dir, adapter_name=LORA_ADAPTER, is_trainable=False
+        )
+    except Exception as err:
+        raise ModelLoadError(
+            f"LoRA adapter at {adapter_dir} does not fit the base: {_describe(err)}"
+        ) from err
+    return peft_model.eval(), warning
+
+
+def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) -> ModelSet:
+    """Load the preset's models; each failure is recorded in ``errors`` instead of raised."""
+    ensure_offline_if_unreachable(config)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    result = ModelSet(config=config)
+    locations = config.models.as_dict()
+
+    base = base_tokenizer = None
+    if "original" in names or "lora" in names:
+        try:
+            base_tokenizer = load_tokenizer(locations["original"])
+            base = load_seq2seq(locations["original"], device, dtype)
+        except ModelLoadError as err:
+            for name in ("original", "lora"):
+                if name in names:
+                    result.errors[name] = (
+                        str(err) if name == "original" else f"needs the original model: {err}"
+                    )
+            logger.error("original model unavailable: %s", err)
+
+    shared_lock = threading.Lock()  # peft's adapter hooks are not thread-safe
+    if base is not None:
+        serving, warning = base, None
+        if "lora" in names:
+            try:
+                serving, warning = attach_lora(base, locations["lora"], locations["original"])
+                result.models["lora"] = LoadedModel(
+                    "lora", locations["lora"], serving, base_tokenizer,
+                    {**generation_defaults(locations["original"], base),
+                     **generation_defaults(locations["lora"], base)},
+                    shared_lock, adapter_name=LORA_ADAPTER, warning=warning,
+                )  # fmt: skip
+            except ModelLoadError as err:
+                result.errors["lora"] = str(err)
+                logger.error("LoRA unavailable: %s", err)
+                if _has_lora_layers(base):  # a half-applied adapter must not leak into original
+                    base = load_seq2seq(locations["original"], device, dtype)
+                serving = base
+        if "original" in names:
+            result.models["original"] = LoadedModel(
+                "original", locations["original"], serving, base_tokenizer,
+                generation_defaults(locations["original"], base), shared_lock,
+                adapter_name=BASE_ADAPTER if serving is not base else None,
+            )  # fmt: skip
+
+    if "full" in names:
+        try:
+            tokenizer = load_tokenizer(locations["full"])
+            model = load_seq2seq(locations["full"], device, dtype)
+            result.models["full"] = LoadedModel(
+                "full", locations["full"], model, tokenizer,
+                generation_defaults(locations["full"], model), threading.Lock(),
+            )  # fmt: skip
+        except ModelLoadError as err:
+            result.errors["full"] = str(err)
+            logger.error("full fine-tune unavailable: %s", err)
+    return result

@@ -1,0 +1,1 @@
+"""Offline scripts: tokenizer, full fine-tuning, LoRA, evaluation report, the mini preset."""
