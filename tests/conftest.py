@@ -1,0 +1,191 @@
+"""Shared test fixtures: offline environment, tiny checkpoints, a running app on loopback.
+
+Fixture names are part of the test suite's interface (other test modules rely on them):
+
+* ``data_dir``         - local DialogSum directory (str); tests skip when it is absent
+* ``tiny_checkpoints`` - ``{"original"|"full"|"lora": path}`` of tiny random T5 checkpoints
+* ``tmp_votes_db``     - path (str) of a fresh, not yet created SQLite votes file
+* ``app_server``       - a running ``python app.py`` on tiny models (:class:`AppServer`)
+* ``app_url``          - its base URL, e.g. ``http://127.0.0.1:54321/``
+
+:func:`start_app` launches further app processes (e.g. to test a restart) the same way.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports huggingface_hub or gradio: both read these once at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.config import default_data_source
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+APP_START_TIMEOUT_S = 180.0  # generous: CI machines are small and shared; the app itself needs < 20 s
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    """The local DialogSum directory (``../shared/dialogsum``); skip when it is not there."""
+    source = default_data_source()
+    if not Path(source).is_dir():
+        pytest.skip(f"local DialogSum copy not found (got {source!r}); tests never download it")
+    return source
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory, data_dir: str) -> dict[str, str]:
+    """Tiny random T5 ``original``/``full``/``lora`` checkpoints, built once per session."""
+    from tests.tiny import build_tiny_checkpoints
+
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    return build_tiny_checkpoints(root, data_dir)
+
+
+@pytest.fixture
+def tmp_votes_db(tmp_path: Path) -> str:
+    """A path for a fresh SQLite votes database (the file does not exist yet)."""
+    return str(tmp_path / "votes.sqlite")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class AppServer:
+    """A ``python app.py`` process serving on loopback."""
+
+    url: str
+    port: int
+    votes_db: str
+    checkpoints: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Terminate the app (SIGTERM, then SIGKILL) and wait for it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+def app_env(tiny: dict[str, str], votes_db: str, checkpoints: str, port: int, **extra: str) -> dict[str, str]:
+    """Environment for an app process serving the tiny checkpoints on ``127.0.0.1:port``."""
+    env = dict(os.environ)
+    env.update(
+        ARENA_PRESET="mini",
+        ARENA_ORIGINAL=tiny["original"],
+        ARENA_FULL=tiny["full"],
+        ARENA_LORA=tiny["lora"],
+        ARENA_VOTES_DB=votes_db,
+        ARENA_CHECKPOINTS=checkpoints,
+        ARENA_DEVICE="cpu",
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        HF_HUB_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_app(
+    tiny: dict[str, str],
+    votes_db: str,
+    checkpoints: str,
+    log_dir: Path,
+    timeout_s: float = APP_START_TIMEOUT_S,
+    **extra_env: str,
+) -> AppServer:
+    """Launch ``python app.py`` on a free loopback port and wait until it serves its page."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"app-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "app.py")],
+            cwd=str(PROJECT_ROOT),
+            env=app_env(tiny, votes_db, checkpoints, port, **extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = AppServer(f"http://127.0.0.1:{port}/", port, votes_db, checkpoints, process, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app exited with code {process.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(server.url, timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"app did not serve {server.url} within {timeout_s:.0f} s:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def app_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoints: dict[str, str]
+) -> Iterator[AppServer]:
+    """One app process for the whole session, on tiny models and a temporary votes DB."""
+    root = tmp_path_factory.mktemp("app")
+    checkpoints = root / "checkpoints"
+    checkpoints.mkdir()
+    server = start_app(tiny_checkpoints, str(root / "votes.sqlite"), str(checkpoints), root / "logs")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server: AppServer) -> str:
+    """Base URL of the session's running app (tiny models, temporary votes DB)."""
+    return app_server.url
+
+
+@pytest.fixture(scope="session")
+def gradio_client(app_url: str) -> Iterator[object]:
+    """A ``gradio_client.Client`` connected to the session's app."""
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
