@@ -1,0 +1,419 @@
+"""One training path for both methods: preprocessing, the Trainer run, saving and metadata.
+
+``train.full`` and ``train.lora`` are thin command lines over :func:`train`; other code (the
+``mini`` preset builder) calls it directly with a :class:`TrainOptions`.
+
+Preprocessing is the serving path's: the core prompt around each dialogue, the dialogue cut
+at a token boundary so the prompt fits ``max_source_length`` (512) with its trailing
+``Summary:`` kept (``core.generation.fit_dialogue``), summaries cut at ``max_target_length``
+(128), and labels padded with -100 by ``DataCollatorForSeq2Seq`` so padding never counts in
+the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.config import PROJECT_ROOT, default_data_source, load_config
+from core.data import DataError, Dialogue, load_split
+from core.generation import fit_dialogue
+from core.prompt import build_prompt
+from train.metadata import (
+    hardware_description,
+    library_versions,
+    portable_location,
+    weights_size_bytes,
+    write_metadata,
+)
+
+logger = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("full", "lora")
+DEFAULT_LEARNING_RATES = {"full": 1e-5, "lora": 1e-3}  # the lab's values
+TRAINER_DIR = "trainer"  # Trainer checkpoints live here during a run, removed after success
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot start or finish; the message says why and what to do."""
+
+
+@dataclass
+class TrainOptions:
+    """Everything one training run needs. ``None`` fields take the method's default."""
+
+    method: str  # "full" | "lora"
+    base_model: str  # hub id or local directory
+    output_dir: str
+    data: str = field(default_factory=default_data_source)  # hub id or local DialogSum directory
+    split: str = "train"
+    limit: int | None = None
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float | None = None  # None -> 1e-5 full, 1e-3 LoRA
+    batch_size: int = 8
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    label_smoothing: float = 0.0
+    dropout: float | None = None  # None keeps the model's dropout_rate
+    seed: int = 42
+    resume: bool = False
+    overwrite: bool = False
+    bf16: bool = False  # mixed precision, only on a GPU; fp16 is never offered (T5 overflows)
+    push_to_hub: str | None = None
+    lora_r: int = 32
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q", "v")
+    max_source_length: int = 512
+    max_target_length: int = 128
+    logging_steps: int = 10
+    save_steps: int = 500  # Trainer checkpoint interval (for --resume)
+    generation_defaults: dict | None = None  # written to the output's generation_config.json
+    data_source_label: str | None = None  # what metadata and card record as the data set
+    quiet: bool = False  # no progress bars (tests, scripted callers)
+
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.method]
+
+    def validate(self) -> TrainOptions:
+        """Return self, or raise ``ValueError`` naming the bad option."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        positive = {
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "max_source_length": self.max_source_length,
+            "max_target_length": self.max_target_length,
+            "logging_steps": self.logging_steps,
+            "save_steps": self.save_steps,
+            "lora_r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.max_steps < 1 and self.epochs <= 0:
+            raise ValueError("give a positive number of epochs or max_steps")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+        if self.resolved_learning_rate() <= 0:
+            raise ValueError("learning_rate must be positive")
+        for name, value in (("lora_dropout", self.lora_dropout), ("warmup_ratio", self.warmup_ratio)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.lora_targets:
+            raise ValueError("lora_targets must name at least one module (e.g. q v)")
+        if self.bf16 and not torch.cuda.is_available():
+            raise ValueError("bf16 needs a CUDA GPU; on the CPU training runs in float32")
+        return self
+
+
+def default_output_dir(method: str, preset: str | None = None) -> str:
+    """``checkpoints/<preset>/<method>`` under the configured checkpoints root."""
+    config = load_config(preset=preset) if preset else load_config()
+    return str(Path(config.checkpoints) / config.preset / method)
+
+
+def training_examples(records: list[Dialogue]) -> list[tuple[str, str]]:
+    """(dialogue, summary) pairs: one per human summary, so multi-reference splits use them all."""
+    pairs = [(r.dialogue, ref) for r in records for ref in r.references]
+    if not pairs:
+        raise DataError("the chosen split has no reference summaries to train on (unlabeled?)")
+    return pairs
+
+
+def tokenize_examples(
+    pairs: list[tuple[str, str]], tokenizer: Any, max_source_length: int = 512, max_target_length: int = 128
+) -> Any:
+    """A ``datasets.Dataset`` of ``input_ids``, ``attention_mask`` and (unpadded) ``labels``."""
+    from datasets import Dataset
+
+    prompts = [build_prompt(fit_dialogue(tokenizer, d, max_source_length).dialogue) for d, _ in pairs]
+    inputs = tokenizer(prompts, truncation=True, max_length=max_source_length)
+    labels = tokenizer(text_target=[s for _, s in pairs], truncation=True, max_length=max_target_length)
+    return Dataset.from_dict(
+        {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs["attention_mask"],
+            "labels": labels["input_ids"],
+        }
+    )
+
+
+def prepare_output_dir(options: TrainOptions) -> str | None:
+    """Check the output directory; return the Trainer checkpoint to resume from, if any.
+
+    A non-empty directory is refused unless ``overwrite`` (it is then emptied) or ``resume``
+    (there must be a checkpoint of an interrupted run in ``<output>/trainer``).
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(options.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"output path {out} exists and is not a directory")
+    trainer_dir = out / TRAINER_DIR
+    if options.resume:
+        last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+        if last is None:
+            raise TrainingError(
+                f"nothing to resume in {out}: no Trainer checkpoint under {trainer_dir} "
+                "(a finished run removes its checkpoints; start a new run instead)"
+            )
+        return last
+    if out.is_dir() and any(out.iterdir()):
+        if not options.overwrite:
+            raise TrainingError(
+                f"output directory {out} is not empty; pass --overwrite to replace it, "
+                "--resume to continue an interrupted run, or choose another --output"
+            )
+        resolved = out.resolve()
+        if (resolved / ".git").exists() or resolved in (
+            PROJECT_ROOT.resolve(),
+            *PROJECT_ROOT.resolve().parents,
+        ):
+            raise TrainingError(f"refusing to overwrite {out}: it holds a project or repository")
+        logger.warning("overwriting %s", out)
+        shutil.rmtree(resolved)
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def load_base(options: TrainOptions) -> tuple[Any, Any]:
+    """Tokenizer and float32 model of the base (weights stay fp32; bf16 is autocast only)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    extra = {} if options.dropout is None else {"dropout_rate": options.dropout}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(options.base_model)
+        model = AutoModelForSeq2SeqLM.from_pretrained(options.base_model, dtype=torch.float32, **extra)
+    except Exception as err:
+        raise TrainingError(f"base model could not be loaded from {options.base_model}: {err}") from err
+    return tokenizer, model
+
+
+def wrap_lora(model: Any, options: TrainOptions) -> Any:
+    """Inject a LoRA adapter (``TaskType.SEQ_2_SEQ_LM``) with the options' r/alpha/targets."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM,
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=list(options.lora_targets),
+    )
+    return get_peft_model(model, config)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters; tied weights count once."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+        return int(trainable), int(total)
+    params = list(model.parameters())  # parameters() yields a shared tensor once
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def _training_arguments(options: TrainOptions, trainer_dir: Path) -> Any:
+    from transformers import Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments(
+        output_dir=str(trainer_dir),
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        learning_rate=options.resolved_learning_rate(),
+        per_device_train_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        weight_decay=options.weight_decay,
+        warmup_steps=options.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        label_smoothing_factor=options.label_smoothing,
+        seed=options.seed,
+        bf16=options.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        logging_strategy="steps",
+        logging_steps=options.logging_steps,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=2,
+        eval_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,  # the data set holds exactly the model's inputs
+        label_names=["labels"],
+        disable_tqdm=options.quiet,
+        dataloader_num_workers=0,
+    )
+
+
+def loss_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """``[{step, loss}]`` from the Trainer's log (training-loss entries only)."""
+    return [
+        {"step": int(entry["step"]), "loss": float(entry["loss"])}
+        for entry in log_history
+        if "loss" in entry and "step" in entry and math.isfinite(float(entry["loss"]))
+    ]
+
+
+def _save_generation_config(model: Any, directory: Path, defaults: dict[str, Any] | None) -> None:
+    """Write ``generation_config.json``: the model's own, updated with ``defaults``."""
+    import copy
+
+    config = copy.deepcopy(model.generation_config)
+    for key, value in (defaults or {}).items():
+        setattr(config, key, value)
+    config.save_pretrained(str(directory))
+
+
+def _push(directory: Path, repo_id: str, method: str) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(
+        folder_path=str(directory),
+        repo_id=repo_id,
+        ignore_patterns=[f"{TRAINER_DIR}/*"],
+        commit_message=f"Upload {method} checkpoint from the dialogue-summary arena",
+    )
+    logger.info("pushed %s to https://huggingface.co/%s", directory, repo_id)
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Run one fine-tuning (full or LoRA), save it with tokenizer and metadata, return the metadata.
+
+    The output directory then holds the weights (for LoRA only the adapter), the tokenizer,
+    ``generation_config.json``, ``arena.json`` and a model card ``README.md``.
+    """
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
+
+    options.validate()
+    resume_from = prepare_output_dir(options)
+    out = Path(options.output_dir).expanduser()
+    trainer_dir = out / TRAINER_DIR
+
+    set_seed(options.seed)
+    records = load_split(options.data, options.split, options.limit)
+    pairs = training_examples(records)
+    tokenizer, model = load_base(options)
+    dataset = tokenize_examples(pairs, tokenizer, options.max_source_length, options.max_target_length)
+    if options.method == "lora":
+        model = wrap_lora(model, options)
+    trainable, total = count_parameters(model)
+    logger.info(
+        "%s: %d examples; trainable params %s of %s (%.2f%%)",
+        options.method, len(pairs), f"{trainable:,}", f"{total:,}", 100 * trainable / total,
+    )  # fmt: skip
+
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=_training_arguments(options, trainer_dir),
+        data_collator=collator,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - start
+
+    model = trainer.model
+    _config_of(model).use_cache = True  # the Trainer turns the KV cache off; generation wants it
+    model.save_pretrained(str(out))
+    if options.method == "lora":
+        _record_adapter_base(out, portable_location(options.base_model))
+    tokenizer.save_pretrained(str(out))
+    if options.method == "full" or options.generation_defaults:
+        _save_generation_config(model, out, options.generation_defaults)
+
+    history = loss_history(trainer.state.log_history)
+    lora = (
+        {
+            "r": options.lora_r,
+            "alpha": options.lora_alpha,
+            "dropout": options.lora_dropout,
+            "target_modules": list(options.lora_targets),
+            "task_type": "SEQ_2_SEQ_LM",
+        }
+        if options.method == "lora"
+        else None
+    )
+    meta: dict[str, Any] = {
+        "method": options.method,
+        "base_model": portable_location(options.base_model),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100 * trainable / total, 4),
+        "size_on_disk_bytes": weights_size_bytes(out),
+        "examples": len(pairs),
+        "dialogues": len(records),
+        "steps": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0.0),
+        "wall_time_s": round(wall, 3),
+        "seconds_per_step": round(wall / max(1, trainer.state.global_step), 4),
+        "hardware": hardware_description(),
+        "precision": "bf16 mixed" if options.bf16 else "float32",
+        "final_train_loss": history[-1]["loss"] if history else float(result.training_loss),
+        "mean_train_loss": float(result.training_loss),
+        "loss_history": history,
+        "seed": options.seed,
+        "data_source": options.data_source_label or portable_location(options.data),
+        "data_split": options.split,
+        "data_limit": options.limit,
+        "learning_rate": options.resolved_learning_rate(),
+        "batch_size": options.batch_size,
+        "grad_accum": options.grad_accum,
+        "weight_decay": options.weight_decay,
+        "warmup_ratio": options.warmup_ratio,
+        "label_smoothing": options.label_smoothing,
+        "dropout": options.dropout if options.dropout is not None else _dropout_rate(model),
+        "max_source_length": options.max_source_length,
+        "max_target_length": options.max_target_length,
+        "lora": lora,
+        "resumed_from_checkpoint": resume_from is not None,
+        "generation_defaults": options.generation_defaults,
+        "library_versions": library_versions(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_metadata(out, meta)
+    # Checkpoints exist only so a dying run can resume; a finished one ships small.
+    shutil.rmtree(trainer_dir, ignore_errors=True)
+    if options.push_to_hub:
+        _push(out, options.push_to_hub, options.method)
+    return meta
+
+
+def _config_of(model: Any) -> Any:
+    """The transformers config of a model or of a peft model's base."""
+    return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+
+
+def _dropout_rate(model: Any) -> float | None:
+    return getattr(_config_of(model), "dropout_rate", None)
+
+
+def _record_adapter_base(directory: Path, base: str) -> None:
+    """Set ``base_model_name_or_path`` in ``adapter_config.json`` to the portable base location.
+
+    Done after saving: peft reads the base's files at save time, so the path it sees then must
+    be the real one.
+    """
+    path = directory / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def options_summary(options: TrainOptions) -> dict[str, Any]:
+    """The options as a plain dict (for logs)."""
+    return asdict(options)

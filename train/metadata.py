@@ -1,0 +1,213 @@
+"""What a training run leaves beside its weights: ``arena.json`` and a Hub-format model card.
+
+``arena.json`` is the machine-readable record the demo's Models tab reads (method, base model,
+parameter counts, size on disk, data, steps, losses, wall time, hardware, library versions).
+``README.md`` is a model card with the YAML front matter the Hugging Face Hub expects
+(``base_model``, ``datasets``, ``library_name``, ``tags``), so ``--push-to-hub`` publishes a
+page that says what the checkpoint is.
+
+Paths are recorded *portably* (relative to the project when they live inside it) so a shipped
+checkpoint never carries one machine's absolute paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from core.config import DEFAULT_HUB_DATA, PROJECT_ROOT, is_local_path
+
+logger = logging.getLogger(__name__)
+
+ARENA_FILE = "arena.json"
+CARD_FILE = "README.md"
+WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin")
+LIBRARIES: tuple[str, ...] = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
+METHOD_TITLES = {"full": "full fine-tune", "lora": "LoRA adapter"}
+
+
+def portable_location(location: str) -> str:
+    """A hub id as is; a local path relative to the project (or its parent) when possible.
+
+    ``/home/me/arena/checkpoints/mini/original`` becomes ``checkpoints/mini/original`` and the
+    shared data copy ``../shared/dialogsum``; paths elsewhere keep their last two components.
+    """
+    if not is_local_path(location):
+        return location
+    path = Path(location).expanduser()
+    if not path.is_absolute():
+        return path.as_posix()
+    resolved = path.resolve()
+    for root, prefix in ((PROJECT_ROOT, ""), (PROJECT_ROOT.parent, "../")):
+        try:
+            return prefix + resolved.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+    return Path(*resolved.parts[-2:]).as_posix()
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a checkpoint depends on."""
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def hardware_description() -> str:
+    """GPU name when training ran on CUDA, else the CPU and core count."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine() or "CPU"
+    return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def weights_size_bytes(directory: str | Path) -> int:
+    """Bytes of the weight files (``*.safetensors``/``*.bin``) directly in ``directory``."""
+    return sum(
+        p.stat().st_size for p in Path(directory).iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+    )
+
+
+def dataset_ids(meta: dict[str, Any]) -> list[str]:
+    """Hub data set ids for the card's front matter (a local copy is DialogSum's mirror)."""
+    label = meta.get("data_source") or ""
+    return [label] if label and not is_local_path(label) and "/" in label else [DEFAULT_HUB_DATA]
+
+
+def write_metadata(directory: str | Path, meta: dict[str, Any]) -> None:
+    """Write ``arena.json`` and the model card ``README.md`` into ``directory``."""
+    directory = Path(directory)
+    (directory / ARENA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    (directory / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any] | None:
+    """The ``arena.json`` of a checkpoint directory, or ``None`` when there is none (or it is broken)."""
+    path = Path(directory) / ARENA_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        logger.warning("ignoring unreadable %s: %s", path, err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _yaml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid YAML scalar and quotes anything odd
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:.1f} GB"  # pragma: no cover - loop always returns
+
+
+def model_card(meta: dict[str, Any]) -> str:
+    """A Hub model card (YAML front matter + Markdown) describing one training run."""
+    method = meta["method"]
+    library = "peft" if method == "lora" else "transformers"
+    tags = ["summarization", "dialogsum", "dialogue-summary-arena", "t5"]
+    tags.append("lora" if method == "lora" else "full-fine-tuning")
+    front = [
+        "---",
+        f"base_model: {_yaml_str(meta['base_model'])}",
+        "datasets:",
+        *[f"- {_yaml_str(d)}" for d in dataset_ids(meta)],
+        f"library_name: {library}",
+        "pipeline_tag: summarization",
+        "language:",
+        "- en",
+        "tags:",
+        *[f"- {t}" for t in tags],
+        "---",
+    ]
+    trainable, total = meta["trainable_params"], meta["total_params"]
+    share = 100 * trainable / total if total else 0.0
+    loss = meta.get("final_train_loss")
+    if method == "lora":
+        lora = meta.get("lora", {})
+        how = (
+            f"A LoRA adapter (r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, "
+            f"target modules {', '.join(lora.get('target_modules', []))}) on `{meta['base_model']}`. "
+            "Only the adapter is stored here; load it on top of the base model:"
+        )
+        usage = [
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+            "",
+            f"base = AutoModelForSeq2SeqLM.from_pretrained({meta['base_model']!r})",
+            'model = PeftModel.from_pretrained(base, "path/to/this/adapter")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/adapter")',
+            "```",
+        ]
+    else:
+        how = f"All weights of `{meta['base_model']}` fine-tuned. Load it like any seq2seq model:"
+        usage = [
+            "```python",
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+            "",
+            'model = AutoModelForSeq2SeqLM.from_pretrained("path/to/this/model")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/model")',
+            "```",
+        ]
+    rows = [
+        ("Method", METHOD_TITLES.get(method, method)),
+        ("Base model", f"`{meta['base_model']}`"),
+        (
+            "Data",
+            f"`{meta.get('data_source')}` ({meta.get('data_split')} split, {meta.get('examples')} examples)",
+        ),
+        ("Trainable parameters", f"{trainable:,} of {total:,} ({share:.2f}%)"),
+        ("Weights on disk", _human_bytes(int(meta.get("size_on_disk_bytes", 0)))),
+        ("Steps / epochs", f"{meta.get('steps')} / {meta.get('epochs'):.2f}"),
+        ("Learning rate", f"{meta.get('learning_rate')}"),
+        ("Effective batch size", f"{meta.get('batch_size')} x {meta.get('grad_accum')}"),
+        ("Final training loss", "n/a" if loss is None else f"{loss:.4f}"),
+        ("Wall time", f"{meta.get('wall_time_s', 0):.1f} s"),
+        ("Hardware", str(meta.get("hardware"))),
+        ("Seed", str(meta.get("seed"))),
+    ]
+    versions = ", ".join(f"{k} {v}" for k, v in meta.get("library_versions", {}).items())
+    body = [
+        "",
+        f"# {METHOD_TITLES.get(method, method).capitalize()} of {meta['base_model']} for dialogue summarization",
+        "",
+        "Trained by the dialogue-summary arena (`python -m train."
+        f"{method}`) on DialogSum with the prompt `Summarize the following conversation.` "
+        "+ dialogue + `Summary:` (inputs cut at "
+        f"{meta.get('max_source_length')} tokens, summaries at {meta.get('max_target_length')}).",
+        "",
+        how,
+        "",
+        *usage,
+        "",
+        "## Training run",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+        f"Libraries: {versions}.",
+        "",
+        "The full record, including the per-step training loss, is in `arena.json`.",
+        "",
+    ]
+    return "\n".join(front + body)
