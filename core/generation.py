@@ -25,7 +25,7 @@ from core.prompt import build_prompt, clean_text
 logger = logging.getLogger(__name__)
 
 MAX_INPUT_TOKENS = 512  # what the models were trained on (train/ truncates inputs here too)
-MAX_DIALOGUE_CHARS = 100_000  # longer text is cut before tokenizing, so one paste can't stall a worker
+MAX_DIALOGUE_CHARS = 200_000  # longer text is cut before tokenizing, so one paste can't stall a worker
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Summary:
     input_tokens: int = 0
     truncated_tokens: int = 0
     batched_with: tuple[str, ...] = ()  # other models that ran in the same generate call
+    truncated_chars: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,18 @@ class PreparedInput:
 
     dialogue: str
     input_tokens: int
-    truncated_tokens: int
+    truncated_tokens: int  # tokens of the (character-capped) dialogue that did not fit
+    truncated_chars: int = 0  # characters dropped in all, counted on the cleaned text
+
+    @property
+    def notice(self) -> str | None:
+        """A sentence for the user when the input was cut, else ``None``."""
+        if not self.truncated_chars:
+            return None
+        return (
+            f"Input cut to fit the model: kept the first {self.input_tokens} tokens; "
+            f"{self.truncated_tokens:,} tokens ({self.truncated_chars:,} characters) were dropped."
+        )
 
 
 def fit_dialogue(tokenizer: Any, dialogue: str, max_input_tokens: int = MAX_INPUT_TOKENS) -> PreparedInput:
@@ -56,19 +68,20 @@ def fit_dialogue(tokenizer: Any, dialogue: str, max_input_tokens: int = MAX_INPU
     Truncating the whole prompt would drop the trailing "Summary:" the models were trained
     to answer; instead the dialogue's tail is dropped at a token boundary.
     """
-    dialogue = clean_text(dialogue)[:MAX_DIALOGUE_CHARS].strip()
+    cleaned = clean_text(dialogue).strip()
+    dialogue = cleaned[:MAX_DIALOGUE_CHARS]
     if not dialogue:
         raise ValueError("the dialogue is empty: paste a conversation or pick an example")
     total = len(tokenizer(build_prompt(dialogue))["input_ids"])
-    if total <= max_input_tokens:
+    if total <= max_input_tokens and len(dialogue) == len(cleaned):
         return PreparedInput(dialogue, total, 0)
     encoded = tokenizer(dialogue, add_special_tokens=False, return_offsets_mapping=True)
     overhead = total - len(encoded["input_ids"])
-    budget = max(1, max_input_tokens - overhead)
+    budget = min(max(1, max_input_tokens - overhead), len(encoded["input_ids"]))
     cut_at = encoded["offset_mapping"][budget - 1][1]
     kept = dialogue[:cut_at].rstrip()
-    kept_tokens = len(tokenizer(build_prompt(kept))["input_ids"])
-    return PreparedInput(kept, min(kept_tokens, max_input_tokens), total - min(kept_tokens, max_input_tokens))
+    kept_tokens = min(len(tokenizer(build_prompt(kept))["input_ids"]), max_input_tokens)
+    return PreparedInput(kept, kept_tokens, total - kept_tokens, len(cleaned) - len(kept))
 
 
 def effective_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict[str, Any]:
@@ -158,7 +171,15 @@ def summarize_many(
         for loaded, model_texts in zip(group, texts, strict=True):
             others = tuple(n for n in group_names if n != loaded.name)
             yield [
-                Summary(loaded.name, text, seconds, None, f.input_tokens, f.truncated_tokens, others)
+                Summary(
+                    loaded.name,
+                    text,
+                    seconds,
+                    input_tokens=f.input_tokens,
+                    truncated_tokens=f.truncated_tokens,
+                    batched_with=others,
+                    truncated_chars=f.truncated_chars,
+                )
                 for text, f in zip(model_texts, fitted, strict=True)
             ]
 

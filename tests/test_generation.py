@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import pytest
+
+from core.config import GenerationSettings, load_config
+from core.generation import (
+    MAX_DIALOGUE_CHARS,
+    MAX_INPUT_TOKENS,
+    Summary,
+    SummaryCache,
+    effective_kwargs,
+    fit_dialogue,
+    summarize,
+)
+from core.models import load_model_set, load_tokenizer
+from core.prompt import PROMPT_HEAD, PROMPT_TAIL, build_prompt, clean_text
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_checkpoints):
+    return load_tokenizer(tiny_checkpoints["original"])
+
+
+def test_prompt_is_the_labs_instruction() -> None:
+    prompt = build_prompt("  #Person1#: Hi.\n#Person2#: Hello.  ")
+    assert prompt == "Summarize the following conversation.\n\n#Person1#: Hi.\n#Person2#: Hello.\n\nSummary: "
+    assert prompt.startswith(PROMPT_HEAD) and prompt.endswith(PROMPT_TAIL)
+
+
+def test_clean_text_drops_control_characters_but_keeps_lines() -> None:
+    assert clean_text("a\x00b\r\nc\td\x1b[0m\x7f") == "ab\nc\td[0m"
+    assert clean_text("שלום 👋") == "שלום 👋"
+
+
+def test_short_dialogue_is_kept_whole(tokenizer) -> None:
+    fitted = fit_dialogue(tokenizer, "#Person1#: Hi.\n#Person2#: Hello.")
+    assert fitted.truncated_tokens == 0
+    assert fitted.dialogue == "#Person1#: Hi.\n#Person2#: Hello."
+    assert fitted.input_tokens == len(tokenizer(build_prompt(fitted.dialogue))["input_ids"])
+
+
+def test_long_dialogue_is_cut_to_the_limit_keeping_the_instruction(tokenizer) -> None:
+    long = "#Person1#: " + "we should meet tomorrow at the station please " * 3000
+    fitted = fit_dialogue(tokenizer, long)
+    prompt_ids = tokenizer(build_prompt(fitted.dialogue))["input_ids"]
+    assert len(prompt_ids) <= MAX_INPUT_TOKENS
+    assert fitted.input_tokens == MAX_INPUT_TOKENS or fitted.input_tokens == len(prompt_ids)
+    assert long.startswith(fitted.dialogue)
+    assert fitted.truncated_chars == len(long.strip()) - len(fitted.dialogue) > 0
+    capped = long.strip()[:MAX_DIALOGUE_CHARS]  # tokens are counted on the character-capped text
+    total = len(tokenizer(build_prompt(capped))["input_ids"])
+    assert fitted.truncated_tokens == total - fitted.input_tokens > 0
+    assert f"{fitted.truncated_tokens:,} tokens" in fitted.notice
+    assert fit_dialogue(tokenizer, "#Person1#: Hi.").notice is None
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "\x00\x00"])
+def test_empty_dialogue_is_a_clear_error(tokenizer, text) -> None:
+    with pytest.raises(ValueError, match="the dialogue is empty"):
+        fit_dialogue(tokenizer, text)
+
+
+def test_empty_dialogue_reaches_every_column_as_a_message(tiny_checkpoints) -> None:
+    models = load_model_set(load_config({}, preset="mini", **tiny_checkpoints))
+    results = list(summarize(models, "   ", GenerationSettings(max_new_tokens=5)))
+    assert sorted(r.model for r in results) == ["full", "lora", "original"]
+    assert all(r.error and "empty" in r.error and r.text == "" for r in results)
+
+
+def test_user_settings_override_model_defaults_and_never_sample(tiny_checkpoints) -> None:
+    models = load_model_set(load_config({}, preset="mini", **tiny_checkpoints), names=("full",))
+    loaded = models.models["full"]
+    loaded.generation_defaults.update({"num_beams": 4, "no_repeat_ngram_size": 3, "max_new_tokens": 20})
+    kwargs = effective_kwargs(loaded, GenerationSettings(max_new_tokens=7, num_beams=None))
+    assert kwargs == {"num_beams": 4, "no_repeat_ngram_size": 3, "max_new_tokens": 7, "do_sample": False}
+    assert effective_kwargs(loaded, GenerationSettings(num_beams=1))["num_beams"] == 1
+
+
+def test_invalid_settings_are_rejected_before_generating(tiny_checkpoints) -> None:
+    models = load_model_set(load_config({}, preset="mini", **tiny_checkpoints), names=("full",))
+    with pytest.raises(ValueError, match="from 1 to 8"):
+        list(summarize(models, "#Person1#: Hi.", GenerationSettings(num_beams=50)))
+
+
+def test_summary_cache_is_bounded_and_skips_errors() -> None:
+    cache = SummaryCache(max_entries=2)
+    settings = GenerationSettings()
+    keys = [SummaryCache.key("mini", "full", f"dialogue {i}", settings) for i in range(3)]
+    for key in keys:
+        cache.put(key, Summary("full", "text", 0.1))
+    assert len(cache) == 2 and cache.get(keys[0]) is None and cache.get(keys[2]) is not None
+    error_key = SummaryCache.key("mini", "lora", "x", settings)
+    cache.put(error_key, Summary("lora", "", 0.0, error="boom"))
+    assert cache.get(error_key) is None
+    assert SummaryCache.key("mini", "full", " a\x00 ", settings) == SummaryCache.key(
+        "mini", "full", "a", settings
+    )
