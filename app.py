@@ -1,0 +1,490 @@
+"""Dialogue-summary arena: the Gradio app (compare, benchmark, blind human evaluation, models).
+
+Run ``python app.py`` (honours ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` and the
+``ARENA_*`` variables of ``core/config.py``). This file only declares the UI, top to bottom,
+and wires it to ``core``; every decision lives in ``core.service`` and ``core.presentation``.
+
+Named API endpoints (``gradio_client``): ``/compare``, ``/battle``, ``/vote``, ``/leaderboard``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before gradio / huggingface_hub are imported: both read these once, at import time.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from core import presentation as view
+from core.config import (
+    MAX_NEW_TOKENS_RANGE,
+    MODEL_LABELS,
+    MODEL_NAMES,
+    NUM_BEAMS_RANGE,
+    ensure_offline_if_unreachable,
+    load_config,
+)
+from core.model_cards import model_cards
+from core.service import (
+    FRESH_EVAL_RANGE,
+    ArenaService,
+    InputError,
+    join_references,
+    parse_settings,
+    truncation_notice,
+)
+
+logging.basicConfig(
+    level=os.environ.get("ARENA_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+)
+logger = logging.getLogger("arena.app")
+
+# Queue limits (cited by the README). Generation is CPU/GPU bound, so at most
+# GENERATE_CONCURRENCY compare/battle/evaluation jobs run at once (each model also has its
+# own lock); votes and reads are milliseconds, so they get a wider lane. At most
+# QUEUE_MAX_SIZE events wait; beyond that a caller is refused at once with "queue is full"
+# (gradio's busy answer) instead of waiting without bound.
+GENERATE_CONCURRENCY = 2
+LIGHT_CONCURRENCY = 16
+QUEUE_MAX_SIZE = 512
+RANKINGS = ("A > B > C", "A > C > B", "B > A > C", "B > C > A", "C > A > B", "C > B > A")
+ALL_BAD = "All bad"
+
+config = load_config()
+ensure_offline_if_unreachable(config)  # before any model load: never wait on an unreachable Hub
+service = ArenaService.from_config(config)
+statuses = service.model_status()
+examples = service.examples()
+example_choices = [(f"{d.id} · {d.topic}" if d.topic else d.id, d.id) for d in examples]
+first_example = examples[0] if examples else None
+
+
+def user_error(err: Exception) -> gr.Error:
+    """A message for the person (or client) who sent the request; no traceback in the log."""
+    return gr.Error(str(err), print_exception=False)
+
+
+# ---------------------------------------------------------------------------- handlers: Compare
+
+
+def pick_example(key: str | None) -> tuple[Any, Any, Any, str]:
+    """Dropdown choice -> dialogue, reference, remembered id, note."""
+    if not key:
+        return gr.skip(), gr.skip(), gr.skip(), ""
+    try:
+        record = service.example(key)
+    except InputError as err:
+        return gr.skip(), gr.skip(), None, f"⚠️ {view.md_escape(err)}"
+    return record.dialogue, join_references(record.references), record.id, ""
+
+
+def random_example() -> tuple[Any, Any, Any, Any, str]:
+    try:
+        record = service.random_example()
+    except InputError as err:
+        return gr.skip(), gr.skip(), gr.skip(), None, f"⚠️ {view.md_escape(err)}"
+    return record.id, record.dialogue, join_references(record.references), record.id, ""
+
+
+def dialogue_edited(selected: str | None) -> tuple[Any, Any, Any, str]:
+    """Once the text is no longer the picked example, its reference no longer applies."""
+    if not selected:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return None, "", None, "Your own dialogue: the reference was cleared (add one to get ROUGE)."
+
+
+def compare_frames(dialogue: str, reference: str, max_new_tokens: Any, num_beams: Any):
+    """Stream the three columns: each fills as soon as its model is done."""
+    results: dict[str, Any] = {}
+
+    def frame(notice: str, pending: bool) -> list[Any]:
+        values: list[Any] = [notice]
+        for name in MODEL_NAMES:
+            result = results.get(name)
+            values += [
+                result.summary if result else "",
+                view.result_markdown(result, pending=pending),
+                view.overlap_value(result),
+            ]
+        return values
+
+    try:
+        settings = parse_settings(max_new_tokens, num_beams, config.generation)
+        stream = service.compare_stream(dialogue, reference, settings)
+        yield frame("⏳ Summarizing with all three models…", pending=True)
+        for result in stream:
+            results[result.model] = result
+            yield frame("⏳ Summarizing…" if len(results) < len(MODEL_NAMES) else "", pending=True)
+    except InputError as err:
+        gr.Warning(str(err))
+        yield frame(f"⛔ {view.md_escape(err)}", pending=False)
+        return
+    notice = truncation_notice(list(results.values()), dialogue)
+    yield frame(f"✂️ {view.md_escape(notice, 1000)}" if notice else "", pending=False)
+
+
+# ---------------------------------------------------------------------------- handlers: Benchmark
+
+
+def report_view() -> tuple[str, list[list[Any]], Any]:
+    try:
+        report = service.benchmark_report()
+    except InputError as err:
+        return f"⚠️ {view.md_escape(err)}", [], view.benchmark_figure({})
+    if report is None:
+        return (
+            f"No evaluation report for the `{config.preset}` preset yet. Run `python -m train.evaluate` "
+            f"(it writes `{view.md_escape(config.report_dir.name)}/summary.json` next to the checkpoints), "
+            "or run a quick fresh evaluation below.",
+            [],
+            view.benchmark_figure({}),
+        )
+    return view.benchmark_caption(report), view.benchmark_rows(report), view.benchmark_figure(report)
+
+
+def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]], Any]:  # noqa: B008 - gradio's idiom
+    try:
+        report = service.fresh_evaluation(n, progress=lambda frac, desc: progress(frac, desc=desc))
+    except InputError as err:
+        raise user_error(err) from err
+    return view.benchmark_caption(report), view.benchmark_rows(report), view.benchmark_figure(report)
+
+
+# ---------------------------------------------------------------------------- handlers: Human evaluation
+
+
+def start_battle(request: gr.Request) -> list[Any]:
+    try:
+        battle = service.new_battle(service.session_id(getattr(request, "session_hash", None)))
+    except InputError as err:
+        return [None, "", "", *([gr.update(value="", label=f"Summary {x}") for x in "ABC"]), None, None,
+                f"⛔ {view.md_escape(err)}", gr.update(interactive=False)]  # fmt: skip
+    shown = battle.letter_summaries()
+    return [
+        battle.token, battle.dialogue, battle.reference,
+        *[gr.update(value=shown[x], label=f"Summary {x}") for x in "ABC"],
+        None, None, "Pick the best summary (optionally rank all three), then submit to see who wrote what.",
+        gr.update(interactive=True),
+    ]  # fmt: skip
+
+
+def submit_vote(token: str | None, best: str | None, ranking: str | None) -> list[Any]:
+    unchanged = [gr.skip()] * 3
+    if not token:
+        return [token, *unchanged, "⚠️ Start a battle first.", gr.skip(), gr.skip(), gr.skip()]
+    if not best and not ranking:
+        return [
+            token,
+            *unchanged,
+            "⚠️ Pick the best summary (or *All bad*) first.",
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+        ]
+    choice = "none" if best == ALL_BAD else (best or (ranking or "")[:1])
+    try:
+        battle, vote = service.vote(token, choice, ranking)
+    except InputError as err:
+        return [token, *unchanged, f"⛔ {view.md_escape(err)}", gr.skip(), gr.skip(), gr.skip()]
+    revealed = battle.revealed()
+    letters = [x for x in (ranking or "") if x in "ABC"] or None
+    labels = [gr.update(label=f"Summary {x} — {MODEL_LABELS[revealed[x]]}") for x in "ABC"]
+    return [None, *labels, view.reveal_markdown(revealed, vote.choice, letters),
+            gr.update(interactive=False), *leaderboard_view()]  # fmt: skip
+
+
+def toggle_reference(hidden: bool) -> Any:
+    return gr.update(visible=not hidden)
+
+
+def leaderboard_view() -> tuple[list[list[Any]], str]:
+    return view.leaderboard_rows(service.leaderboard()), service.export_votes_csv()
+
+
+# ---------------------------------------------------------------------------- handlers: API
+
+
+def api_compare(
+    dialogue: str, reference: str = "", max_new_tokens: int | None = None, num_beams: int | None = None
+) -> dict:
+    """Summarize a dialogue with all three models and score them against the reference(s).
+
+    Args:
+        dialogue: the conversation to summarize (cut to the models' 512-token input limit)
+        reference: human summary; several are separated by a blank line; empty = no ROUGE
+        max_new_tokens: optional summary length cap (1-512)
+        num_beams: optional beam count (1-8)
+    """
+    try:
+        return service.compare(dialogue, reference, max_new_tokens, num_beams)
+    except InputError as err:
+        raise user_error(err) from err
+
+
+def api_battle(request: gr.Request) -> dict:
+    """Start a blind battle: a DialogSum dialogue and three anonymous summaries A, B, C."""
+    try:
+        battle = service.new_battle(service.session_id(getattr(request, "session_hash", None)))
+    except InputError as err:
+        raise user_error(err) from err
+    return service.battle_json(battle)
+
+
+def api_vote(token: str, choice: str, ranking: str = "") -> dict:
+    """Vote once for a battle: choice is "A", "B", "C" or "none"; ranking optional ("B>A>C").
+
+    Args:
+        token: the battle token returned by /battle (good for one vote)
+        choice: the best summary's letter, or "none" when all three are bad
+        ranking: optional full ranking, best first, e.g. "B>A>C"
+    """
+    try:
+        return service.vote_json(token, choice, ranking or None)
+    except InputError as err:
+        raise user_error(err) from err
+
+
+def api_leaderboard() -> list:
+    """Per model: battles voted on, wins, win rate with a Wilson 95% CI, Bradley-Terry strength."""
+    return service.leaderboard()
+
+
+# ---------------------------------------------------------------------------- the page
+
+cards = model_cards(config)
+try:
+    _report = service.benchmark_report()
+except InputError:
+    _report = None
+
+with gr.Blocks(title="Dialogue-summary arena") as demo:
+    gr.Markdown(
+        "# 🗣️ Dialogue-summary arena\n"
+        "Flan-T5 **before fine-tuning**, after a **full fine-tune** and with **LoRA**, side by side on "
+        "[DialogSum](https://huggingface.co/datasets/knkarthick/dialogsum) dialogues, scored with ROUGE."
+    )
+    gr.Markdown(view.preset_banner(config, statuses, service.examples_error), elem_id="preset-banner")
+
+    with gr.Tabs():
+        # ------------------------------------------------------------------ Compare
+        with gr.Tab("Compare", id="compare"):
+            selected = gr.State(first_example.id if first_example else None)
+            with gr.Row(equal_height=True):
+                example_pick = gr.Dropdown(
+                    choices=example_choices,
+                    value=first_example.id if first_example else None,
+                    label=f"DialogSum dialogue ({len(examples)} held-out) — type an id or a topic to filter",
+                    filterable=True,
+                    scale=4,
+                    elem_id="example-pick",
+                )
+                random_button = gr.Button("🎲 Random dialogue", scale=1, elem_id="random-example")
+            dialogue_box = gr.Textbox(
+                value=first_example.dialogue if first_example else "",
+                label="Dialogue — pick one above or paste your own (long dialogues are cut to 512 tokens)",
+                lines=8,
+                max_lines=16,
+                elem_id="dialogue",
+            )
+            reference_box = gr.Textbox(
+                value=join_references(first_example.references) if first_example else "",
+                label="Reference summary — editable; separate several with a blank line (ROUGE takes the best); "
+                "empty = no ROUGE",
+                lines=3,
+                max_lines=8,
+                elem_id="reference",
+            )
+            pick_note = gr.Markdown("", elem_id="pick-note")
+            with gr.Accordion("Generation settings", open=False):
+                with gr.Row():
+                    max_tokens_box = gr.Number(
+                        value=config.generation.max_new_tokens,
+                        precision=0,
+                        label=f"Max new tokens ({MAX_NEW_TOKENS_RANGE[0]}–{MAX_NEW_TOKENS_RANGE[1]})",
+                        elem_id="max-new-tokens",
+                    )
+                    beams_box = gr.Number(
+                        value=config.generation.num_beams,
+                        precision=0,
+                        label=f"Beams ({NUM_BEAMS_RANGE[0]}–{NUM_BEAMS_RANGE[1]}; empty = each model's default)",
+                        elem_id="num-beams",
+                    )
+                gr.Markdown("Decoding is deterministic; results are cached per model, dialogue and settings.")
+            summarize_button = gr.Button(
+                "Summarize with all three models", variant="primary", elem_id="summarize"
+            )
+            notice = gr.Markdown("", elem_id="compare-notice")
+            column_outputs: list[Any] = []
+            with gr.Row(equal_height=False):
+                for name in MODEL_NAMES:
+                    with gr.Column(elem_id=f"column-{name}", elem_classes=["model-column"]):
+                        gr.Markdown(view.column_header(name, statuses[name]))
+                        column_outputs.append(
+                            gr.Textbox(
+                                label="Summary",
+                                lines=4,
+                                interactive=False,
+                                buttons=["copy"],
+                                elem_id=f"summary-{name}",
+                            )
+                        )
+                        column_outputs.append(gr.Markdown("", elem_id=f"scores-{name}"))
+                        column_outputs.append(
+                            gr.HighlightedText(
+                                label="Overlap with the reference",
+                                color_map={"overlap": "#fdba74"},
+                                show_legend=False,
+                                show_inline_category=False,
+                                elem_id=f"overlap-{name}",
+                            )
+                        )
+
+        # ------------------------------------------------------------------ Benchmark
+        with gr.Tab("Benchmark", id="benchmark"):
+            caption, rows, figure = report_view()
+            report_caption = gr.Markdown(caption, elem_id="report-caption")
+            report_table = gr.Dataframe(
+                value=rows,
+                headers=view.BENCHMARK_COLUMNS,
+                interactive=False,
+                wrap=True,
+                elem_id="report-table",
+            )
+            report_plot = gr.Plot(figure, label="Mean ROUGE with 95% CI", elem_id="report-plot")
+            gr.Markdown(
+                "### Fresh evaluation\nScores the three models now on the first *N* held-out dialogues."
+            )
+            with gr.Row(equal_height=True):
+                fresh_n = gr.Slider(
+                    FRESH_EVAL_RANGE[0], FRESH_EVAL_RANGE[1], value=10, step=1, label="Dialogues (N)", scale=3
+                )
+                fresh_button = gr.Button("Run a fresh evaluation", scale=1, elem_id="fresh-eval")
+            fresh_caption = gr.Markdown("")
+            fresh_table = gr.Dataframe(headers=view.BENCHMARK_COLUMNS, interactive=False, wrap=True)
+            fresh_plot = gr.Plot(label="Fresh evaluation")
+
+        # ------------------------------------------------------------------ Human evaluation
+        with gr.Tab("Human evaluation", id="human"):
+            gr.Markdown(
+                "**Blind test.** Three summaries of one dialogue in random order, labelled A, B, C. "
+                "Pick the best; the model names are revealed only after your vote (one vote per battle)."
+            )
+            battle_token = gr.State(None)
+            battle_button = gr.Button("Start a blind battle", variant="primary", elem_id="start-battle")
+            battle_dialogue = gr.Textbox(
+                label="Dialogue", lines=8, max_lines=14, interactive=False, elem_id="battle-dialogue"
+            )
+            hide_reference = gr.Checkbox(
+                value=False, label="Hide the reference summary", elem_id="hide-reference"
+            )
+            battle_reference = gr.Textbox(
+                label="Reference summary", lines=2, interactive=False, elem_id="battle-reference"
+            )
+            battle_boxes = []
+            with gr.Row(equal_height=True):
+                for letter in "ABC":
+                    battle_boxes.append(
+                        gr.Textbox(
+                            label=f"Summary {letter}", lines=5, interactive=False, elem_id=f"battle-{letter}"
+                        )
+                    )
+            with gr.Row():
+                best_choice = gr.Radio(
+                    ["A", "B", "C", ALL_BAD], label="Which summary is best?", elem_id="best-choice"
+                )
+                ranking_choice = gr.Radio(
+                    list(RANKINGS), label="Optional: rank all three (best first)", elem_id="ranking-choice"
+                )
+            vote_button = gr.Button(
+                "Submit vote", variant="primary", interactive=False, elem_id="submit-vote"
+            )
+            reveal = gr.Markdown("", elem_id="reveal")
+            gr.Markdown("### Leaderboard (live preset)\nWin rate with a Wilson 95% interval; Bradley-Terry "
+                        "strength fitted from the pairwise preferences the votes imply (sums to 1).")  # fmt: skip
+            board_rows, csv_path = leaderboard_view()
+            leaderboard = gr.Dataframe(
+                value=board_rows,
+                headers=list(view.LEADERBOARD_COLUMNS),
+                interactive=False,
+                elem_id="leaderboard",
+            )
+            with gr.Row():
+                refresh_board = gr.Button("Refresh leaderboard", size="sm")
+                votes_csv = gr.DownloadButton(
+                    "Download all votes (CSV)", value=csv_path, size="sm", elem_id="votes-csv"
+                )
+
+        # ------------------------------------------------------------------ Models
+        with gr.Tab("Models", id="models"):
+            gr.Markdown(view.models_headline(cards, view.rouge_cost(_report)), elem_id="models-headline")
+            with gr.Row(equal_height=False):
+                for name in MODEL_NAMES:
+                    gr.Markdown(view.card_markdown(cards[name]), elem_id=f"card-{name}")
+            with gr.Row():
+                gr.Plot(view.size_figure(cards), label="Size on disk")
+                gr.Plot(view.loss_figure(cards), label="Training loss")
+
+    # ---------------------------------------------------------------------- wiring
+    private: dict[str, Any] = {"api_visibility": "private"}
+    example_pick.input(
+        pick_example, example_pick, [dialogue_box, reference_box, selected, pick_note], **private
+    )
+    random_button.click(
+        random_example, None, [example_pick, dialogue_box, reference_box, selected, pick_note], **private
+    )
+    dialogue_box.input(
+        dialogue_edited, selected, [example_pick, reference_box, selected, pick_note], **private
+    )
+    summarize_button.click(
+        compare_frames,
+        [dialogue_box, reference_box, max_tokens_box, beams_box],
+        [notice, *column_outputs],
+        concurrency_limit=GENERATE_CONCURRENCY,
+        concurrency_id="generate",
+        **private,
+    )
+    fresh_button.click(
+        fresh_evaluation, fresh_n, [fresh_caption, fresh_table, fresh_plot],
+        concurrency_limit=1, concurrency_id="generate", **private,
+    )  # fmt: skip
+    battle_button.click(
+        start_battle, None,
+        [battle_token, battle_dialogue, battle_reference, *battle_boxes, best_choice, ranking_choice, reveal, vote_button],
+        concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate", **private,
+    )  # fmt: skip
+    hide_reference.change(toggle_reference, hide_reference, battle_reference, **private)
+    vote_button.click(
+        submit_vote,
+        [battle_token, best_choice, ranking_choice],
+        [battle_token, *battle_boxes, reveal, vote_button, leaderboard, votes_csv],
+        **private,
+    )
+    refresh_board.click(leaderboard_view, None, [leaderboard, votes_csv], **private)
+    demo.load(leaderboard_view, None, [leaderboard, votes_csv], **private)
+
+    gr.api(api_compare, api_name="compare", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
+    gr.api(api_battle, api_name="battle", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
+    gr.api(api_vote, api_name="vote")
+    gr.api(api_leaderboard, api_name="leaderboard")
+
+THEME = gr.themes.Soft(
+    primary_hue="orange",
+    secondary_hue="blue",
+    # System fonts: the default theme fetches Google Fonts, which an offline machine can't reach.
+    font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+)
+CSS = """
+.model-column { border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 10px; }
+#preset-banner { font-size: 0.92em; }
+"""
+
+if __name__ == "__main__":
+    demo.queue(default_concurrency_limit=LIGHT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    # server_name / server_port unset: gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+    demo.launch(theme=THEME, css=CSS, footer_links=["api"])

@@ -1,0 +1,315 @@
+"""Text, tables and charts the app shows, as pure functions of the service's results.
+
+Anything that may carry user text or file paths goes through :func:`md_escape` before it
+reaches a Markdown component, so pasted HTML, links or images render as inert text.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig
+from core.metrics import ROUGE_TYPES
+from core.model_cards import ModelCard, human_bytes, human_count, lora_headline
+from core.service import ModelResult, format_seconds
+
+ROUGE_LABELS: dict[str, str] = {
+    "rouge1": "ROUGE-1",
+    "rouge2": "ROUGE-2",
+    "rougeL": "ROUGE-L",
+    "rougeLsum": "ROUGE-Lsum",
+}
+MODEL_COLORS: dict[str, str] = {"original": "#9ca3af", "full": "#2563eb", "lora": "#f97316"}
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|~>])")
+
+
+def md_escape(text: object, limit: int = 600) -> str:
+    """Text made inert for Markdown: HTML-escaped, Markdown syntax escaped, one line, capped."""
+    value = str(text)
+    if len(value) > limit:
+        value = value[:limit] + "…"
+    value = " ".join(value.split())
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(value, quote=False))
+
+
+def status_icon(status: str) -> str:
+    if status.startswith("unavailable"):
+        return "⛔"
+    return "⚠️" if status.startswith("loaded with a warning") else "✅"
+
+
+def preset_banner(config: ArenaConfig, statuses: Mapping[str, str], examples_error: str | None = None) -> str:
+    """Which preset is live, why, and the state of each model."""
+    lines = [
+        f"**Live preset: `{md_escape(config.preset)}`** — {md_escape(config.preset_reason)}",
+        "",
+        " · ".join(
+            f"{status_icon(statuses[name])} **{MODEL_LABELS[name]}**: {md_escape(statuses[name], 300)}"
+            for name in MODEL_NAMES
+        ),
+    ]
+    if examples_error:
+        lines += ["", f"⚠️ DialogSum examples unavailable: {md_escape(examples_error)}"]
+    return "\n".join(lines)
+
+
+def column_header(name: str, status: str) -> str:
+    """Heading of one model's column; says why the model is down when it is."""
+    text = f"### {MODEL_LABELS[name]}"
+    if status.startswith("unavailable"):
+        text += f"\n⛔ {md_escape(status, 400)}"
+    elif status.startswith("loaded with a warning"):
+        text += f"\n⚠️ {md_escape(status, 400)}"
+    return text
+
+
+def result_markdown(result: ModelResult | None, pending: bool = False) -> str:
+    """ROUGE scores (absent without a reference), time and errors of one column."""
+    if result is None:
+        return "⏳ *generating…*" if pending else ""
+    if result.error:
+        return f"⛔ **Error:** {md_escape(result.error)}"
+    timing = f"⏱ {format_seconds(result.seconds)}" + (" (cached)" if result.cached else "")
+    if result.rouge is None:
+        return f"{timing} · *ROUGE: no reference given*"
+    header = " | ".join(ROUGE_LABELS[k] for k in ROUGE_TYPES)
+    values = " | ".join(f"{100 * result.rouge[k]:.1f}" for k in ROUGE_TYPES)
+    return f"| {header} |\n|{'---:|' * len(ROUGE_TYPES)}\n| {values} |\n\n{timing} · ROUGE F1 × 100"
+
+
+def overlap_value(result: ModelResult | None) -> list[tuple[str, str | None]] | None:
+    """Spans for ``gr.HighlightedText``; ``None`` (cleared) without a reference or summary."""
+    if result is None or result.error or not result.spans:
+        return None
+    return result.spans
+
+
+# ---------------------------------------------------------------------------- leaderboard
+
+LEADERBOARD_COLUMNS: tuple[str, ...] = ("Model", "Votes", "Wins", "Win rate", "95% CI", "Bradley-Terry")
+
+
+def leaderboard_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """``/leaderboard`` rows as table rows (percentages for people)."""
+    return [
+        [
+            MODEL_LABELS.get(row["model"], row["model"]),
+            row["votes"],
+            row["wins"],
+            f"{100 * row['win_rate']:.0f}%",
+            f"{100 * row['ci95'][0]:.0f}–{100 * row['ci95'][1]:.0f}%",
+            f"{row['bt']:.3f}",
+        ]
+        for row in rows
+    ]
+
+
+def reveal_markdown(revealed: Mapping[str, str], choice: str, ranking: Sequence[str] | None) -> str:
+    """What the rater learns after voting: which model wrote which summary."""
+    names = ", ".join(f"**{letter}** = {MODEL_LABELS[model]}" for letter, model in revealed.items())
+    if choice == "none":
+        picked = "You marked all three as bad."
+    else:
+        picked = f"You picked **{choice}** ({MODEL_LABELS[revealed[choice]]})."
+    if ranking:
+        picked += " Ranking: " + " > ".join(MODEL_LABELS[revealed[x]] for x in ranking) + "."
+    return f"✅ Vote stored. {names}. {picked}"
+
+
+# ---------------------------------------------------------------------------- model cards
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.2f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return md_escape(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def card_markdown(card: ModelCard) -> str:
+    """One model's card as a Markdown table."""
+    share = card.trainable_share
+    trainable = (
+        "n/a"
+        if card.trainable_params is None
+        else f"{human_count(card.trainable_params)}"
+        + (f" ({100 * share:.2f}%)" if share is not None and card.trainable_params else "")
+    )
+    rows = [
+        ("Method", _fmt(card.method)),
+        ("Base model", f"`{md_escape(card.base_model)}`" if card.base_model else "n/a"),
+        ("Total parameters", human_count(card.total_params)),
+        ("Trainable parameters", trainable),
+        ("Size on disk", human_bytes(card.size_on_disk_bytes)),
+        ("Training examples", _fmt(card.examples)),
+        ("Steps / epochs", f"{_fmt(card.steps)} / {_fmt(card.epochs)}"),
+        ("Training time", _duration(card.wall_time_s)),
+        ("Final training loss", "n/a" if card.final_train_loss is None else f"{card.final_train_loss:.3f}"),
+        ("Hardware", _fmt(card.hardware)),
+    ]
+    text = f"### {card.label}\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    if card.note:
+        text += f"\n\n*{md_escape(card.note)}*"
+    return text
+
+
+def models_headline(cards: Mapping[str, ModelCard], rouge_cost: str | None = None) -> str:
+    """The at-a-glance sentence: LoRA's share of parameters, size and (if known) ROUGE cost."""
+    headline = lora_headline(dict(cards))
+    if not headline:
+        return "*Training metadata is not available yet: the cards below show what the files tell.*"
+    return f"## {headline}" + (f", {rouge_cost}" if rouge_cost else "") + "."
+
+
+def _figure(width: float = 7.0, height: float = 3.4) -> Any:
+    # A bare Figure (not pyplot): nothing global to leak or to clean up between requests.
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def loss_figure(cards: Mapping[str, ModelCard]) -> Any:
+    """Training-loss curves of the full fine-tune and LoRA on one plot."""
+    figure, axes = _figure()
+    plotted = False
+    for name in ("full", "lora"):
+        card = cards.get(name)
+        if card and card.loss_history:
+            steps, losses = zip(*card.loss_history, strict=True)
+            axes.plot(steps, losses, label=card.label, color=MODEL_COLORS[name], linewidth=1.8)
+            plotted = True
+    axes.set_xlabel("training step")
+    axes.set_ylabel("training loss")
+    axes.set_title("Training loss")
+    axes.grid(alpha=0.3)
+    if plotted:
+        axes.legend()
+    else:
+        axes.text(
+            0.5, 0.5, "no loss history recorded yet", ha="center", va="center", transform=axes.transAxes
+        )
+    return figure
+
+
+def size_figure(cards: Mapping[str, ModelCard]) -> Any:
+    """Size on disk and trainable parameters per model, side by side (log scale)."""
+    figure, axes = _figure(7.0, 2.6)
+    names = [n for n in MODEL_NAMES if cards.get(n) and cards[n].size_on_disk_bytes]
+    sizes = [cards[n].size_on_disk_bytes / 2**20 for n in names]
+    bars = axes.barh(
+        [MODEL_LABELS[n] for n in names], sizes, color=[MODEL_COLORS[n] for n in names], height=0.55
+    )
+    axes.bar_label(bars, labels=[human_bytes(cards[n].size_on_disk_bytes) for n in names], padding=4)
+    axes.set_xscale("log")
+    axes.set_xlabel("what you ship: weights on disk (MB, log scale)")
+    axes.invert_yaxis()
+    axes.grid(axis="x", alpha=0.3)
+    if sizes:
+        axes.set_xlim(min(sizes) / 3, max(sizes) * 8)
+    return figure
+
+
+# ---------------------------------------------------------------------------- benchmark
+
+
+def benchmark_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    """Table rows from a normalised benchmark report (see ``core.service.normalise_report``)."""
+    rows = []
+    for entry in report.get("rows", []):
+        row = [entry["label"]]
+        for metric in ROUGE_TYPES:
+            cell = entry["metrics"].get(metric)
+            if cell is None:
+                row.append("n/a")
+                continue
+            text = f"{100 * cell['mean']:.2f}"
+            if cell.get("ci95"):
+                lo, hi = cell["ci95"]
+                text += f" [{100 * lo:.2f}, {100 * hi:.2f}]"
+            if cell.get("delta_pp") is not None:
+                text += f" ({cell['delta_pp']:+.2f} pp)"
+            row.append(text)
+        rows.append(row)
+    return rows
+
+
+def benchmark_figure(report: Mapping[str, Any]) -> Any:
+    """Grouped bars: mean ROUGE per metric and model, with 95% CI whiskers."""
+    figure, axes = _figure(7.5, 3.4)
+    entries = [e for e in report.get("rows", []) if e.get("model") in MODEL_NAMES]
+    if not entries:
+        axes.text(0.5, 0.5, "no evaluation report yet", ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+        return figure
+    width = 0.8 / len(entries)
+    for i, entry in enumerate(entries):
+        xs, means, low, high = [], [], [], []
+        for j, metric in enumerate(ROUGE_TYPES):
+            cell = entry["metrics"].get(metric)
+            if cell is None or not math.isfinite(cell["mean"]):
+                continue
+            xs.append(j + (i - (len(entries) - 1) / 2) * width)
+            means.append(100 * cell["mean"])
+            lo, hi = cell.get("ci95") or (cell["mean"], cell["mean"])
+            low.append(100 * (cell["mean"] - lo))
+            high.append(100 * (hi - cell["mean"]))
+        axes.bar(
+            xs, means, width * 0.95, yerr=[low, high], capsize=3, label=entry["label"],
+            color=MODEL_COLORS.get(entry["model"], "#6b7280"),
+        )  # fmt: skip
+    axes.set_xticks(range(len(ROUGE_TYPES)), [ROUGE_LABELS[m] for m in ROUGE_TYPES])
+    axes.set_ylabel("ROUGE F1 × 100")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(loc="upper right", fontsize=8)
+    return figure
+
+
+BENCHMARK_COLUMNS: list[str] = ["Model", *[f"{ROUGE_LABELS[m]} mean [95% CI] (Δ pp)" for m in ROUGE_TYPES]]
+
+
+def benchmark_caption(report: Mapping[str, Any]) -> str:
+    """Where a benchmark report comes from and what it covers."""
+    parts = [f"**Source:** `{md_escape(report.get('source') or 'report')}`"]
+    if report.get("n"):
+        parts.append(f"**{report['n']}** dialogues")
+    if report.get("split"):
+        parts.append(f"split: {md_escape(report['split'])}")
+    text = " · ".join(parts)
+    text += "\n\nROUGE F1 × 100; Δ pp = improvement over the original model in percentage points."
+    errors = report.get("errors") or {}
+    for name, error in errors.items():
+        text += f"\n\n⛔ {MODEL_LABELS.get(name, md_escape(name))}: {md_escape(error)}"
+    return text
+
+
+def rouge_cost(report: Mapping[str, Any] | None, metric: str = "rougeL") -> str | None:
+    """LoRA's ROUGE difference to the full fine-tune, as words (``None`` without a report)."""
+    if not report:
+        return None
+    by_model = {row["model"]: row["metrics"] for row in report.get("rows", [])}
+    full, lora = by_model.get("full", {}).get(metric), by_model.get("lora", {}).get(metric)
+    if not full or not lora:
+        return None
+    delta = 100 * (lora["mean"] - full["mean"])
+    label = ROUGE_LABELS[metric]
+    if delta < 0:
+        return f"for **{-delta:.1f} pp** less {label} than the full fine-tune"
+    return f"with **{delta:+.1f} pp** {label} against the full fine-tune"

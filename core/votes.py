@@ -1,0 +1,268 @@
+"""Human-evaluation votes in SQLite: one row per vote, safe under concurrent writers.
+
+The database runs in WAL mode (readers never block the writer, a crash never loses a
+committed vote) and records its schema version, so a later release can migrate old files.
+Every statement is parameterised; no user text is ever spliced into SQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CHOICES: tuple[str, ...] = ("A", "B", "C", "none")
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's lock before failing
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    battle_id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    dialogue_id TEXT NOT NULL,
+    order_shown TEXT NOT NULL,
+    choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'C', 'none')),
+    ranking TEXT,
+    settings TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    session_id TEXT NOT NULL
+);
+"""
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "id",
+    "created_at",
+    "battle_id",
+    "dialogue_id",
+    "order_shown",
+    "choice",
+    "choice_model",
+    "ranking",
+    "settings",
+    "preset",
+    "session_id",
+)
+
+
+class VoteStoreError(RuntimeError):
+    """The votes database is unusable (wrong schema version, unreadable file...)."""
+
+
+class DuplicateVoteError(VoteStoreError):
+    """A vote for this battle is already stored."""
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One stored vote. ``order_shown[i]`` is the model shown under letter ``"ABC"[i]``."""
+
+    battle_id: str
+    dialogue_id: str
+    order_shown: tuple[str, ...]
+    choice: str  # "A" | "B" | "C" | "none"
+    ranking: tuple[str, ...] | None  # models best first, when the rater ranked all of them
+    settings: dict[str, Any]
+    preset: str
+    session_id: str
+    created_at: str = ""
+    id: int | None = None
+
+    @property
+    def choice_model(self) -> str | None:
+        """The model picked as best, or ``None`` for "all bad"."""
+        if self.choice == "none":
+            return None
+        return self.order_shown["ABC".index(self.choice)]
+
+
+def validate_vote(vote: Vote) -> None:
+    """Raise ``ValueError`` unless the vote is internally consistent."""
+    if vote.choice not in CHOICES:
+        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {vote.choice!r}")
+    if len(vote.order_shown) != 3 or len(set(vote.order_shown)) != 3:
+        raise ValueError(f"order_shown must name three different models, got {vote.order_shown!r}")
+    if vote.ranking is not None:
+        if sorted(vote.ranking) != sorted(vote.order_shown):
+            raise ValueError("a ranking must list each shown model exactly once")
+        if vote.choice == "none":
+            raise ValueError('a full ranking contradicts "all bad"; send one or the other')
+        if vote.ranking[0] != vote.choice_model:
+            raise ValueError("the ranking must put the chosen best summary first")
+
+
+class VoteStore:
+    """Thread-safe access to the votes database at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._lock = threading.Lock()  # serialises writers within this process
+        self._initialised = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One short-lived connection per operation: sqlite3 connections must not be shared
+        # between threads, and opening one costs microseconds.
+        # timeout= is SQLite's busy timeout: wait for another writer instead of failing at once.
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def initialise(self) -> None:
+        """Create the file, the tables and the schema version, and switch to WAL mode."""
+        if self._initialised:
+            return
+        with self._lock:
+            if self._initialised:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self._connect() as db:
+                    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        logger.warning("votes database %s is not in WAL mode (%s)", self.path, mode)
+                    db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: committed = durable
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        # Statement by statement: executescript() would COMMIT our transaction.
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                db.execute(statement)
+                        row = db.execute("SELECT version FROM schema_version").fetchone()
+                        if row is None:
+                            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                        elif int(row[0]) != SCHEMA_VERSION:
+                            raise VoteStoreError(
+                                f"votes database {self.path} has schema version {row[0]}, "
+                                f"this code reads version {SCHEMA_VERSION}"
+                            )
+                        db.execute("COMMIT")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as err:
+                raise VoteStoreError(f"votes database {self.path} is unusable: {err}") from err
+            self._initialised = True
+
+    def schema_version(self) -> int:
+        """The version recorded in the database file."""
+        self.initialise()
+        with self._connect() as db:
+            return int(db.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    def journal_mode(self) -> str:
+        """SQLite's journal mode of the file (``wal`` once initialised)."""
+        self.initialise()
+        with self._connect() as db:
+            return str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+    def add(self, vote: Vote) -> Vote:
+        """Store one vote and return it with its id and timestamp.
+
+        Raises ``ValueError`` for an inconsistent vote and :class:`DuplicateVoteError` when this
+        battle already has a vote (a battle is good for one vote, even across restarts).
+        """
+        validate_vote(vote)
+        self.initialise()
+        created_at = vote.created_at or datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        row = (
+            vote.battle_id,
+            created_at,
+            vote.dialogue_id,
+            json.dumps(list(vote.order_shown)),
+            vote.choice,
+            json.dumps(list(vote.ranking)) if vote.ranking is not None else None,
+            json.dumps(vote.settings, sort_keys=True),
+            vote.preset,
+            vote.session_id,
+        )
+        with self._lock, self._connect() as db:
+            try:
+                cursor = db.execute(
+                    "INSERT INTO votes (battle_id, created_at, dialogue_id, order_shown, choice, "
+                    "ranking, settings, preset, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            except sqlite3.IntegrityError as err:
+                if "UNIQUE" in str(err).upper():
+                    raise DuplicateVoteError(f"battle {vote.battle_id} already has a vote") from err
+                raise VoteStoreError(f"vote rejected by the database: {err}") from err
+            except sqlite3.Error as err:
+                raise VoteStoreError(f"could not store the vote in {self.path}: {err}") from err
+        return Vote(**{**vote.__dict__, "created_at": created_at, "id": cursor.lastrowid})
+
+    def all(self, preset: str | None = None) -> list[Vote]:
+        """Every stored vote in insertion order (optionally of one preset only)."""
+        self.initialise()
+        query = (
+            "SELECT id, battle_id, created_at, dialogue_id, order_shown, choice, ranking, settings, "
+            "preset, session_id FROM votes"
+        )
+        params: tuple[Any, ...] = ()
+        if preset is not None:
+            query += " WHERE preset = ?"
+            params = (preset,)
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY id", params).fetchall()
+        return [_row_to_vote(row) for row in rows]
+
+    def count(self) -> int:
+        """Number of stored votes."""
+        self.initialise()
+        with self._connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
+
+    def to_csv(self) -> str:
+        """All votes as CSV text (one row per vote, JSON in the list/dict columns)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        for vote in self.all():
+            writer.writerow(
+                [
+                    vote.id,
+                    vote.created_at,
+                    vote.battle_id,
+                    vote.dialogue_id,
+                    json.dumps(list(vote.order_shown)),
+                    vote.choice,
+                    vote.choice_model or "",
+                    json.dumps(list(vote.ranking)) if vote.ranking else "",
+                    json.dumps(vote.settings, sort_keys=True),
+                    vote.preset,
+                    vote.session_id,
+                ]
+            )
+        return buffer.getvalue()
+
+
+def _row_to_vote(row: Sequence[Any]) -> Vote:
+    ident, battle_id, created_at, dialogue_id, order, choice, ranking, settings, preset, session = row
+    return Vote(
+        battle_id=battle_id,
+        dialogue_id=dialogue_id,
+        order_shown=tuple(json.loads(order)),
+        choice=choice,
+        ranking=tuple(json.loads(ranking)) if ranking else None,
+        settings=json.loads(settings),
+        preset=preset,
+        session_id=session,
+        created_at=created_at,
+        id=int(ident),
+    )
