@@ -100,8 +100,25 @@ def _check_local_dir(location: str, required: tuple[str, ...], what: str) -> Non
 
 
 def _describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:400]
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    # "Error(s) in loading state_dict for X:" says nothing alone; the cause is on the next line.
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    return f"{type(err).__name__}: {text}"[:400]
+
+
+# Files that carry a tokenizer's vocabulary. Without one, AutoTokenizer silently builds an
+# empty-vocabulary tokenizer from config.json alone and the model answers with nothing.
+TOKENIZER_FILES = (
+    "tokenizer.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt",
+)  # fmt: skip
+
+
+def check_finite(model: Any, location: str, only: str = "") -> None:
+    """Refuse weights holding NaN/inf: safetensors has no checksum, so bytes corrupted inside
+    the tensor data load without complaint and only show up as empty or garbage output."""
+    for name, param in model.named_parameters():
+        if only in name and not bool(torch.isfinite(param).all()):
+            raise ModelLoadError(f"weights at {location} are corrupt: {name} holds NaN or infinite values")
 
 
 def load_tokenizer(location: str) -> Any:
@@ -110,6 +127,10 @@ def load_tokenizer(location: str) -> Any:
 
     if is_local_path(location):
         _check_local_dir(location, (), "tokenizer")
+        if not any((Path(location).expanduser() / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelLoadError(
+                f"tokenizer missing at {location}: none of {', '.join(TOKENIZER_FILES)} found"
+            )
     try:
         return AutoTokenizer.from_pretrained(location)
     except Exception as err:
@@ -126,7 +147,19 @@ def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype) -> Any
         model = AutoModelForSeq2SeqLM.from_pretrained(location, dtype=dtype)
     except Exception as err:
         raise ModelLoadError(f"model could not be loaded from {location}: {_describe(err)}") from err
+    check_finite(model, location)
     return model.to(device).eval()
+
+
+def check_vocab(tokenizer: Any, model: Any, location: str) -> None:
+    """Refuse a tokenizer whose ids run past the model's embedding table (a tokenizer from
+    another model): generation would fail on every request instead of once at start-up."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelLoadError(
+            f"tokenizer at {location} has {len(tokenizer)} tokens but the model has only {rows} "
+            "embeddings: the tokenizer belongs to another model"
+        )
 
 
 def generation_defaults(location: str, model: Any) -> dict[str, Any]:
@@ -192,6 +225,7 @@ def attach_lora(base: Any, adapter_dir: str, base_location: str) -> tuple[Any, s
         raise ModelLoadError(
             f"LoRA adapter at {adapter_dir} does not fit the base: {_describe(err)}"
         ) from err
+    check_finite(peft_model, adapter_dir, only="lora_")
     return peft_model.eval(), warning
 
 
@@ -208,7 +242,9 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
         try:
             base_tokenizer = load_tokenizer(locations["original"])
             base = load_seq2seq(locations["original"], device, dtype)
+            check_vocab(base_tokenizer, base, locations["original"])
         except ModelLoadError as err:
+            base = None  # loaded but refused (e.g. by check_vocab): serve neither original nor lora
             for name in ("original", "lora"):
                 if name in names:
                     result.errors[name] = (
@@ -235,16 +271,21 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
                     base = load_seq2seq(locations["original"], device, dtype)
                 serving = base
         if "original" in names:
-            result.models["original"] = LoadedModel(
-                "original", locations["original"], serving, base_tokenizer,
-                generation_defaults(locations["original"], base), shared_lock,
-                adapter_name=BASE_ADAPTER if serving is not base else None,
-            )  # fmt: skip
+            try:
+                result.models["original"] = LoadedModel(
+                    "original", locations["original"], serving, base_tokenizer,
+                    generation_defaults(locations["original"], base), shared_lock,
+                    adapter_name=BASE_ADAPTER if serving is not base else None,
+                )  # fmt: skip
+            except ModelLoadError as err:  # e.g. a broken generation_config.json
+                result.errors["original"] = str(err)
+                logger.error("original model unavailable: %s", err)
 
     if "full" in names:
         try:
             tokenizer = load_tokenizer(locations["full"])
             model = load_seq2seq(locations["full"], device, dtype)
+            check_vocab(tokenizer, model, locations["full"])
             result.models["full"] = LoadedModel(
                 "full", locations["full"], model, tokenizer,
                 generation_defaults(locations["full"], model), threading.Lock(),
