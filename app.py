@@ -79,7 +79,7 @@ def pick_example(key: str | None) -> tuple[Any, Any, Any, str]:
     try:
         record = service.example(key)
     except InputError as err:
-        return gr.skip(), gr.skip(), None, f"⚠️ {view.md_escape(err)}"
+        return gr.skip(), gr.skip(), None, f"⚠ {view.md_escape(err)}"
     return record.dialogue, join_references(record.references), record.id, ""
 
 
@@ -87,7 +87,7 @@ def random_example() -> tuple[Any, Any, Any, Any, str]:
     try:
         record = service.random_example()
     except InputError as err:
-        return gr.skip(), gr.skip(), gr.skip(), None, f"⚠️ {view.md_escape(err)}"
+        return gr.skip(), gr.skip(), gr.skip(), None, f"⚠ {view.md_escape(err)}"
     return record.id, record.dialogue, join_references(record.references), record.id, ""
 
 
@@ -95,7 +95,7 @@ def dialogue_edited(selected: str | None) -> tuple[Any, Any, Any, str]:
     """Once the text is no longer the picked example, its reference no longer applies."""
     if not selected:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return None, "", None, "Your own dialogue: the reference was cleared (add one to get ROUGE)."
+    return None, "", None, "Your own dialogue: the reference was cleared (type one to get ROUGE)."
 
 
 def compare_frames(dialogue: str, reference: str, max_new_tokens: Any, num_beams: Any):
@@ -115,17 +115,19 @@ def compare_frames(dialogue: str, reference: str, max_new_tokens: Any, num_beams
 
     try:
         settings = parse_settings(max_new_tokens, num_beams, config.generation)
-        stream = service.compare_stream(dialogue, reference, settings)
-        yield frame("⏳ Summarizing with all three models…", pending=True)
-        for result in stream:
+        yield frame("*Summarizing with all three models…*", pending=True)
+        for result in service.compare_stream(dialogue, reference, settings):
             results[result.model] = result
-            yield frame("⏳ Summarizing…" if len(results) < len(MODEL_NAMES) else "", pending=True)
+            yield frame("*Summarizing…*" if len(results) < len(MODEL_NAMES) else "", pending=True)
     except InputError as err:
-        gr.Warning(str(err))
-        yield frame(f"⛔ {view.md_escape(err)}", pending=False)
+        yield frame(f"✗ {view.md_escape(err)}", pending=False)
+        return
+    except Exception as err:  # the page must say something rather than hang on a spinner
+        logger.exception("compare failed")
+        yield frame(f"✗ Unexpected error: {view.md_escape(err)}", pending=False)
         return
     notice = truncation_notice(list(results.values()), dialogue)
-    yield frame(f"✂️ {view.md_escape(notice, 1000)}" if notice else "", pending=False)
+    yield frame(f"✂ {view.md_escape(notice, 1000)}" if notice else "", pending=False)
 
 
 # ---------------------------------------------------------------------------- handlers: Benchmark
@@ -135,7 +137,7 @@ def report_view() -> tuple[str, list[list[Any]], Any]:
     try:
         report = service.benchmark_report()
     except InputError as err:
-        return f"⚠️ {view.md_escape(err)}", [], view.benchmark_figure({})
+        return f"⚠ {view.md_escape(err)}", [], view.benchmark_figure({})
     if report is None:
         return (
             f"No evaluation report for the `{config.preset}` preset yet. Run `python -m train.evaluate` "
@@ -147,12 +149,16 @@ def report_view() -> tuple[str, list[list[Any]], Any]:
     return view.benchmark_caption(report), view.benchmark_rows(report), view.benchmark_figure(report)
 
 
-def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]], Any]:  # noqa: B008 - gradio's idiom
+def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, Any, Any]:  # noqa: B008 - gradio's idiom
     try:
         report = service.fresh_evaluation(n, progress=lambda frac, desc: progress(frac, desc=desc))
     except InputError as err:
         raise user_error(err) from err
-    return view.benchmark_caption(report), view.benchmark_rows(report), view.benchmark_figure(report)
+    return (
+        view.benchmark_caption(report),
+        gr.update(value=view.benchmark_rows(report), visible=True),
+        gr.update(value=view.benchmark_figure(report), visible=True),
+    )
 
 
 # ---------------------------------------------------------------------------- handlers: Human evaluation
@@ -163,7 +169,7 @@ def start_battle(request: gr.Request) -> list[Any]:
         battle = service.new_battle(service.session_id(getattr(request, "session_hash", None)))
     except InputError as err:
         return [None, "", "", *([gr.update(value="", label=f"Summary {x}") for x in "ABC"]), None, None,
-                f"⛔ {view.md_escape(err)}", gr.update(interactive=False)]  # fmt: skip
+                f"✗ {view.md_escape(err)}", gr.update(interactive=False)]  # fmt: skip
     shown = battle.letter_summaries()
     return [
         battle.token, battle.dialogue, battle.reference,
@@ -176,12 +182,12 @@ def start_battle(request: gr.Request) -> list[Any]:
 def submit_vote(token: str | None, best: str | None, ranking: str | None) -> list[Any]:
     unchanged = [gr.skip()] * 3
     if not token:
-        return [token, *unchanged, "⚠️ Start a battle first.", gr.skip(), gr.skip(), gr.skip()]
+        return [token, *unchanged, "⚠ Start a battle first.", gr.skip(), gr.skip(), gr.skip()]
     if not best and not ranking:
         return [
             token,
             *unchanged,
-            "⚠️ Pick the best summary (or *All bad*) first.",
+            "⚠ Pick the best summary (or *All bad*) first.",
             gr.skip(),
             gr.skip(),
             gr.skip(),
@@ -190,7 +196,7 @@ def submit_vote(token: str | None, best: str | None, ranking: str | None) -> lis
     try:
         battle, vote = service.vote(token, choice, ranking)
     except InputError as err:
-        return [token, *unchanged, f"⛔ {view.md_escape(err)}", gr.skip(), gr.skip(), gr.skip()]
+        return [token, *unchanged, f"✗ {view.md_escape(err)}", gr.skip(), gr.skip(), gr.skip()]
     revealed = battle.revealed()
     letters = [x for x in (ranking or "") if x in "ABC"] or None
     labels = [gr.update(label=f"Summary {x} — {MODEL_LABELS[revealed[x]]}") for x in "ABC"]
@@ -264,7 +270,7 @@ except InputError:
 
 with gr.Blocks(title="Dialogue-summary arena") as demo:
     gr.Markdown(
-        "# 🗣️ Dialogue-summary arena\n"
+        "# Dialogue-summary arena\n"
         "Flan-T5 **before fine-tuning**, after a **full fine-tune** and with **LoRA**, side by side on "
         "[DialogSum](https://huggingface.co/datasets/knkarthick/dialogsum) dialogues, scored with ROUGE."
     )
@@ -274,50 +280,54 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
         # ------------------------------------------------------------------ Compare
         with gr.Tab("Compare", id="compare"):
             selected = gr.State(first_example.id if first_example else None)
-            with gr.Row(equal_height=True):
-                example_pick = gr.Dropdown(
-                    choices=example_choices,
-                    value=first_example.id if first_example else None,
-                    label=f"DialogSum dialogue ({len(examples)} held-out) — type an id or a topic to filter",
-                    filterable=True,
-                    scale=4,
-                    elem_id="example-pick",
-                )
-                random_button = gr.Button("🎲 Random dialogue", scale=1, elem_id="random-example")
-            dialogue_box = gr.Textbox(
-                value=first_example.dialogue if first_example else "",
-                label="Dialogue — pick one above or paste your own (long dialogues are cut to 512 tokens)",
-                lines=8,
-                max_lines=16,
-                elem_id="dialogue",
-            )
-            reference_box = gr.Textbox(
-                value=join_references(first_example.references) if first_example else "",
-                label="Reference summary — editable; separate several with a blank line (ROUGE takes the best); "
-                "empty = no ROUGE",
-                lines=3,
-                max_lines=8,
-                elem_id="reference",
-            )
-            pick_note = gr.Markdown("", elem_id="pick-note")
-            with gr.Accordion("Generation settings", open=False):
-                with gr.Row():
-                    max_tokens_box = gr.Number(
-                        value=config.generation.max_new_tokens,
-                        precision=0,
-                        label=f"Max new tokens ({MAX_NEW_TOKENS_RANGE[0]}–{MAX_NEW_TOKENS_RANGE[1]})",
-                        elem_id="max-new-tokens",
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    with gr.Row(equal_height=True):
+                        example_pick = gr.Dropdown(
+                            choices=example_choices,
+                            value=first_example.id if first_example else None,
+                            label=f"DialogSum dialogue ({len(examples)} held-out): type an id or a topic",
+                            filterable=True,
+                            scale=4,
+                            elem_id="example-pick",
+                        )
+                        random_button = gr.Button("Random", scale=1, min_width=90, elem_id="random-example")
+                    dialogue_box = gr.Textbox(
+                        value=first_example.dialogue if first_example else "",
+                        label="Dialogue: pick one above or paste your own (cut to 512 tokens)",
+                        lines=9,
+                        max_lines=9,
+                        elem_id="dialogue",
                     )
-                    beams_box = gr.Number(
-                        value=config.generation.num_beams,
-                        precision=0,
-                        label=f"Beams ({NUM_BEAMS_RANGE[0]}–{NUM_BEAMS_RANGE[1]}; empty = each model's default)",
-                        elem_id="num-beams",
+                with gr.Column(scale=2):
+                    reference_box = gr.Textbox(
+                        value=join_references(first_example.references) if first_example else "",
+                        label="Reference summary (editable; blank line between several; empty = no ROUGE)",
+                        lines=7,
+                        max_lines=7,
+                        elem_id="reference",
                     )
-                gr.Markdown("Decoding is deterministic; results are cached per model, dialogue and settings.")
-            summarize_button = gr.Button(
-                "Summarize with all three models", variant="primary", elem_id="summarize"
-            )
+                    with gr.Accordion("Generation settings", open=False):
+                        with gr.Row():
+                            max_tokens_box = gr.Number(
+                                value=config.generation.max_new_tokens,
+                                precision=0,
+                                label=f"Max new tokens ({MAX_NEW_TOKENS_RANGE[0]}-{MAX_NEW_TOKENS_RANGE[1]})",
+                                elem_id="max-new-tokens",
+                            )
+                            beams_box = gr.Number(
+                                value=config.generation.num_beams,
+                                precision=0,
+                                label=f"Beams ({NUM_BEAMS_RANGE[0]}-{NUM_BEAMS_RANGE[1]}; empty = model default)",
+                                elem_id="num-beams",
+                            )
+                        gr.Markdown(
+                            "Deterministic decoding; results are cached per model, dialogue and settings."
+                        )
+                    summarize_button = gr.Button(
+                        "Summarize with all three models", variant="primary", size="lg", elem_id="summarize"
+                    )
+                    pick_note = gr.Markdown("", elem_id="pick-note")
             notice = gr.Markdown("", elem_id="compare-notice")
             column_outputs: list[Any] = []
             with gr.Row(equal_height=False):
@@ -327,7 +337,7 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
                         column_outputs.append(
                             gr.Textbox(
                                 label="Summary",
-                                lines=4,
+                                lines=3,
                                 interactive=False,
                                 buttons=["copy"],
                                 elem_id=f"summary-{name}",
@@ -336,8 +346,8 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
                         column_outputs.append(gr.Markdown("", elem_id=f"scores-{name}"))
                         column_outputs.append(
                             gr.HighlightedText(
-                                label="Overlap with the reference",
-                                color_map={"overlap": "#fdba74"},
+                                label="Words shared with the reference",
+                                color_map={"overlap": "#fed7aa"},
                                 show_legend=False,
                                 show_inline_category=False,
                                 elem_id=f"overlap-{name}",
@@ -353,20 +363,24 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
                 headers=view.BENCHMARK_COLUMNS,
                 interactive=False,
                 wrap=True,
+                visible=bool(rows),
                 elem_id="report-table",
             )
-            report_plot = gr.Plot(figure, label="Mean ROUGE with 95% CI", elem_id="report-plot")
+            report_plot = gr.Plot(figure, show_label=False, visible=bool(rows), elem_id="report-plot")
             gr.Markdown(
-                "### Fresh evaluation\nScores the three models now on the first *N* held-out dialogues."
+                "### Fresh evaluation\nScores the three models now on the first *N* held-out dialogues "
+                "(same scoring as `python -m train.evaluate`)."
             )
             with gr.Row(equal_height=True):
                 fresh_n = gr.Slider(
                     FRESH_EVAL_RANGE[0], FRESH_EVAL_RANGE[1], value=10, step=1, label="Dialogues (N)", scale=3
                 )
                 fresh_button = gr.Button("Run a fresh evaluation", scale=1, elem_id="fresh-eval")
-            fresh_caption = gr.Markdown("")
-            fresh_table = gr.Dataframe(headers=view.BENCHMARK_COLUMNS, interactive=False, wrap=True)
-            fresh_plot = gr.Plot(label="Fresh evaluation")
+            fresh_caption = gr.Markdown("", elem_id="fresh-caption")
+            fresh_table = gr.Dataframe(
+                headers=view.BENCHMARK_COLUMNS, interactive=False, wrap=True, visible=False
+            )
+            fresh_plot = gr.Plot(show_label=False, visible=False)
 
         # ------------------------------------------------------------------ Human evaluation
         with gr.Tab("Human evaluation", id="human"):
@@ -376,21 +390,32 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
             )
             battle_token = gr.State(None)
             battle_button = gr.Button("Start a blind battle", variant="primary", elem_id="start-battle")
-            battle_dialogue = gr.Textbox(
-                label="Dialogue", lines=8, max_lines=14, interactive=False, elem_id="battle-dialogue"
-            )
-            hide_reference = gr.Checkbox(
-                value=False, label="Hide the reference summary", elem_id="hide-reference"
-            )
-            battle_reference = gr.Textbox(
-                label="Reference summary", lines=2, interactive=False, elem_id="battle-reference"
-            )
+            with gr.Row(equal_height=False):
+                battle_dialogue = gr.Textbox(
+                    label="Dialogue",
+                    lines=8,
+                    max_lines=8,
+                    interactive=False,
+                    scale=3,
+                    elem_id="battle-dialogue",
+                )
+                with gr.Column(scale=2):
+                    hide_reference = gr.Checkbox(
+                        value=False, label="Hide the reference summary", elem_id="hide-reference"
+                    )
+                    battle_reference = gr.Textbox(
+                        label="Reference summary",
+                        lines=5,
+                        max_lines=6,
+                        interactive=False,
+                        elem_id="battle-reference",
+                    )
             battle_boxes = []
             with gr.Row(equal_height=True):
                 for letter in "ABC":
                     battle_boxes.append(
                         gr.Textbox(
-                            label=f"Summary {letter}", lines=5, interactive=False, elem_id=f"battle-{letter}"
+                            label=f"Summary {letter}", lines=4, interactive=False, elem_id=f"battle-{letter}"
                         )
                     )
             with gr.Row():
@@ -404,8 +429,10 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
                 "Submit vote", variant="primary", interactive=False, elem_id="submit-vote"
             )
             reveal = gr.Markdown("", elem_id="reveal")
-            gr.Markdown("### Leaderboard (live preset)\nWin rate with a Wilson 95% interval; Bradley-Terry "
-                        "strength fitted from the pairwise preferences the votes imply (sums to 1).")  # fmt: skip
+            gr.Markdown(
+                "### Leaderboard (live preset)\nWin rate with a Wilson 95% interval; Bradley-Terry strength "
+                "fitted from the pairwise preferences the votes imply (strengths sum to 1)."
+            )
             board_rows, csv_path = leaderboard_view()
             leaderboard = gr.Dataframe(
                 value=board_rows,
@@ -422,12 +449,10 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
         # ------------------------------------------------------------------ Models
         with gr.Tab("Models", id="models"):
             gr.Markdown(view.models_headline(cards, view.rouge_cost(_report)), elem_id="models-headline")
-            with gr.Row(equal_height=False):
-                for name in MODEL_NAMES:
-                    gr.Markdown(view.card_markdown(cards[name]), elem_id=f"card-{name}")
+            gr.Markdown(view.models_table(cards), elem_id="models-table")
             with gr.Row():
-                gr.Plot(view.size_figure(cards), label="Size on disk")
-                gr.Plot(view.loss_figure(cards), label="Training loss")
+                gr.Plot(view.size_figure(cards), show_label=False)
+                gr.Plot(view.loss_figure(cards), show_label=False)
 
     # ---------------------------------------------------------------------- wiring
     private: dict[str, Any] = {"api_visibility": "private"}
@@ -475,13 +500,22 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
 THEME = gr.themes.Soft(
     primary_hue="orange",
     secondary_hue="blue",
+    neutral_hue="slate",
     # System fonts: the default theme fetches Google Fonts, which an offline machine can't reach.
-    font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"],
-    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "DejaVu Sans", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "DejaVu Sans Mono", "monospace"],
+).set(
+    block_label_background_fill="*neutral_100",
+    block_label_text_color="*neutral_600",
+    block_title_background_fill="*neutral_100",
+    block_title_text_color="*neutral_600",
 )
 CSS = """
-.model-column { border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 10px; }
-#preset-banner { font-size: 0.92em; }
+.model-column { border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 12px; }
+#preset-banner { font-size: 0.9em; }
+#compare-notice, #pick-note, #reveal { min-height: 0; }
+/* overlap highlights: flow like text and break between words (gradio's default breaks anywhere) */
+.model-column .textfield { display: block !important; word-break: normal !important; overflow-wrap: anywhere; }
 """
 
 if __name__ == "__main__":

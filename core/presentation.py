@@ -16,7 +16,9 @@ from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig
 from core.metrics import ROUGE_TYPES
 from core.model_cards import ModelCard, human_bytes, human_count, lora_headline
 from core.service import ModelResult, format_seconds
+from train.metadata import portable_location
 
+SHORT_LABELS: dict[str, str] = {"rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L", "rougeLsum": "R-Lsum"}
 ROUGE_LABELS: dict[str, str] = {
     "rouge1": "ROUGE-1",
     "rouge2": "ROUGE-2",
@@ -38,8 +40,8 @@ def md_escape(text: object, limit: int = 600) -> str:
 
 def status_icon(status: str) -> str:
     if status.startswith("unavailable"):
-        return "⛔"
-    return "⚠️" if status.startswith("loaded with a warning") else "✅"
+        return "✗"
+    return "⚠" if status.startswith("loaded with a warning") else "✓"
 
 
 def preset_banner(config: ArenaConfig, statuses: Mapping[str, str], examples_error: str | None = None) -> str:
@@ -53,7 +55,7 @@ def preset_banner(config: ArenaConfig, statuses: Mapping[str, str], examples_err
         ),
     ]
     if examples_error:
-        lines += ["", f"⚠️ DialogSum examples unavailable: {md_escape(examples_error)}"]
+        lines += ["", f"⚠ DialogSum examples unavailable: {md_escape(examples_error)}"]
     return "\n".join(lines)
 
 
@@ -61,24 +63,24 @@ def column_header(name: str, status: str) -> str:
     """Heading of one model's column; says why the model is down when it is."""
     text = f"### {MODEL_LABELS[name]}"
     if status.startswith("unavailable"):
-        text += f"\n⛔ {md_escape(status, 400)}"
+        text += f"\n\n✗ {md_escape(status, 400)}"
     elif status.startswith("loaded with a warning"):
-        text += f"\n⚠️ {md_escape(status, 400)}"
+        text += f"\n\n⚠ {md_escape(status, 400)}"
     return text
 
 
 def result_markdown(result: ModelResult | None, pending: bool = False) -> str:
     """ROUGE scores (absent without a reference), time and errors of one column."""
     if result is None:
-        return "⏳ *generating…*" if pending else ""
+        return "*generating…*" if pending else ""
     if result.error:
-        return f"⛔ **Error:** {md_escape(result.error)}"
-    timing = f"⏱ {format_seconds(result.seconds)}" + (" (cached)" if result.cached else "")
+        return f"✗ **Error:** {md_escape(result.error)}"
+    timing = f"{format_seconds(result.seconds)}" + (" (cached)" if result.cached else "")
     if result.rouge is None:
         return f"{timing} · *ROUGE: no reference given*"
-    header = " | ".join(ROUGE_LABELS[k] for k in ROUGE_TYPES)
+    header = " | ".join(SHORT_LABELS[k] for k in ROUGE_TYPES)
     values = " | ".join(f"{100 * result.rouge[k]:.1f}" for k in ROUGE_TYPES)
-    return f"| {header} |\n|{'---:|' * len(ROUGE_TYPES)}\n| {values} |\n\n{timing} · ROUGE F1 × 100"
+    return f"| {header} |\n|{':---:|' * len(ROUGE_TYPES)}\n| {values} |\n\nROUGE F1 × 100 · {timing}"
 
 
 def overlap_value(result: ModelResult | None) -> list[tuple[str, str | None]] | None:
@@ -117,7 +119,7 @@ def reveal_markdown(revealed: Mapping[str, str], choice: str, ranking: Sequence[
         picked = f"You picked **{choice}** ({MODEL_LABELS[revealed[choice]]})."
     if ranking:
         picked += " Ranking: " + " > ".join(MODEL_LABELS[revealed[x]] for x in ranking) + "."
-    return f"✅ Vote stored. {names}. {picked}"
+    return f"✓ Vote stored. {names}. {picked}"
 
 
 # ---------------------------------------------------------------------------- model cards
@@ -143,31 +145,41 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def card_markdown(card: ModelCard) -> str:
-    """One model's card as a Markdown table."""
+def _trainable(card: ModelCard) -> str:
+    if card.trainable_params is None:
+        return "n/a"
     share = card.trainable_share
-    trainable = (
-        "n/a"
-        if card.trainable_params is None
-        else f"{human_count(card.trainable_params)}"
-        + (f" ({100 * share:.2f}%)" if share is not None and card.trainable_params else "")
-    )
-    rows = [
-        ("Method", _fmt(card.method)),
-        ("Base model", f"`{md_escape(card.base_model)}`" if card.base_model else "n/a"),
-        ("Total parameters", human_count(card.total_params)),
-        ("Trainable parameters", trainable),
-        ("Size on disk", human_bytes(card.size_on_disk_bytes)),
-        ("Training examples", _fmt(card.examples)),
-        ("Steps / epochs", f"{_fmt(card.steps)} / {_fmt(card.epochs)}"),
-        ("Training time", _duration(card.wall_time_s)),
-        ("Final training loss", "n/a" if card.final_train_loss is None else f"{card.final_train_loss:.3f}"),
-        ("Hardware", _fmt(card.hardware)),
-    ]
-    text = f"### {card.label}\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    if card.note:
-        text += f"\n\n*{md_escape(card.note)}*"
+    text = human_count(card.trainable_params)
+    if share is not None and card.trainable_params:
+        text += f" (**{100 * share:.2f}%**)"
     return text
+
+
+def models_table(cards: Mapping[str, ModelCard]) -> str:
+    """All model cards as one Markdown table: one column per model, one row per fact."""
+    names = [n for n in MODEL_NAMES if n in cards]
+    facts: list[tuple[str, Any]] = [
+        ("Method", lambda c: _fmt(c.method)),
+        ("Base model", lambda c: f"`{md_escape(c.base_model, 80)}`" if c.base_model else "n/a"),
+        ("Total parameters", lambda c: human_count(c.total_params)),
+        ("Trainable parameters", _trainable),
+        ("Size on disk", lambda c: f"**{human_bytes(c.size_on_disk_bytes)}**"),
+        ("Training examples", lambda c: _fmt(c.examples)),
+        ("Steps / epochs", lambda c: f"{_fmt(c.steps)} / {_fmt(c.epochs)}"),
+        ("Training time", lambda c: _duration(c.wall_time_s)),
+        (
+            "Final training loss",
+            lambda c: "n/a" if c.final_train_loss is None else f"{c.final_train_loss:.3f}",
+        ),
+        ("Hardware", lambda c: _fmt(c.hardware)),
+    ]
+    lines = [
+        "| | " + " | ".join(f"**{cards[n].label}**" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+        *[f"| {label} | " + " | ".join(get(cards[n]) for n in names) + " |" for label, get in facts],
+    ]
+    notes = [f"*{cards[n].label}: {md_escape(cards[n].note)}*" for n in names if cards[n].note]
+    return "\n".join(lines) + ("\n\n" + "  \n".join(notes) if notes else "")
 
 
 def models_headline(cards: Mapping[str, ModelCard], rouge_cost: str | None = None) -> str:
@@ -219,7 +231,8 @@ def size_figure(cards: Mapping[str, ModelCard]) -> Any:
     )
     axes.bar_label(bars, labels=[human_bytes(cards[n].size_on_disk_bytes) for n in names], padding=4)
     axes.set_xscale("log")
-    axes.set_xlabel("what you ship: weights on disk (MB, log scale)")
+    axes.set_xlabel("MB on disk (log scale)")
+    axes.set_title("What you ship: weights on disk")
     axes.invert_yaxis()
     axes.grid(axis="x", alpha=0.3)
     if sizes:
@@ -230,31 +243,30 @@ def size_figure(cards: Mapping[str, ModelCard]) -> Any:
 # ---------------------------------------------------------------------------- benchmark
 
 
+def _bench_cell(cell: Mapping[str, Any] | None) -> str:
+    if cell is None:
+        return "n/a"
+    text = f"{100 * cell['mean']:.1f}"
+    if cell.get("ci95"):
+        lo, hi = cell["ci95"]
+        text += f" ({100 * lo:.1f}–{100 * hi:.1f})"
+    if cell.get("delta_pp") is not None:
+        text += f" · {cell['delta_pp']:+.1f} pp"
+    return text
+
+
 def benchmark_rows(report: Mapping[str, Any]) -> list[list[Any]]:
-    """Table rows from a normalised benchmark report (see ``core.service.normalise_report``)."""
-    rows = []
-    for entry in report.get("rows", []):
-        row = [entry["label"]]
-        for metric in ROUGE_TYPES:
-            cell = entry["metrics"].get(metric)
-            if cell is None:
-                row.append("n/a")
-                continue
-            text = f"{100 * cell['mean']:.2f}"
-            if cell.get("ci95"):
-                lo, hi = cell["ci95"]
-                text += f" [{100 * lo:.2f}, {100 * hi:.2f}]"
-            if cell.get("delta_pp") is not None:
-                text += f" ({cell['delta_pp']:+.2f} pp)"
-            row.append(text)
-        rows.append(row)
-    return rows
+    """Table rows from a normalised report (``core.service.normalise_report``): models, then baselines."""
+    return [
+        [entry["label"], *[_bench_cell(entry["metrics"].get(m)) for m in ROUGE_TYPES]]
+        for entry in report.get("rows", [])
+    ]
 
 
 def benchmark_figure(report: Mapping[str, Any]) -> Any:
-    """Grouped bars: mean ROUGE per metric and model, with 95% CI whiskers."""
-    figure, axes = _figure(7.5, 3.4)
-    entries = [e for e in report.get("rows", []) if e.get("model") in MODEL_NAMES]
+    """Grouped bars: mean ROUGE per metric for each model and baseline, with 95% CI whiskers."""
+    figure, axes = _figure(8.0, 3.6)
+    entries = [e for e in report.get("rows", []) if e.get("metrics")]
     if not entries:
         axes.text(0.5, 0.5, "no evaluation report yet", ha="center", va="center", transform=axes.transAxes)
         axes.set_axis_off()
@@ -269,46 +281,47 @@ def benchmark_figure(report: Mapping[str, Any]) -> Any:
             xs.append(j + (i - (len(entries) - 1) / 2) * width)
             means.append(100 * cell["mean"])
             lo, hi = cell.get("ci95") or (cell["mean"], cell["mean"])
-            low.append(100 * (cell["mean"] - lo))
-            high.append(100 * (hi - cell["mean"]))
+            low.append(max(0.0, 100 * (cell["mean"] - lo)))
+            high.append(max(0.0, 100 * (hi - cell["mean"])))
+        baseline = entry["model"] not in MODEL_NAMES
         axes.bar(
-            xs, means, width * 0.95, yerr=[low, high], capsize=3, label=entry["label"],
-            color=MODEL_COLORS.get(entry["model"], "#6b7280"),
+            xs, means, width * 0.92, yerr=[low, high], capsize=2, label=entry["label"],
+            color="#e5e7eb" if baseline else MODEL_COLORS[entry["model"]],
+            edgecolor="#6b7280" if baseline else "none", hatch="//" if baseline else None,
         )  # fmt: skip
     axes.set_xticks(range(len(ROUGE_TYPES)), [ROUGE_LABELS[m] for m in ROUGE_TYPES])
-    axes.set_ylabel("ROUGE F1 × 100")
+    axes.set_ylabel("ROUGE F1 × 100 (95% CI)")
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(loc="upper right", fontsize=8)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return figure
 
 
-BENCHMARK_COLUMNS: list[str] = ["Model", *[f"{ROUGE_LABELS[m]} mean [95% CI] (Δ pp)" for m in ROUGE_TYPES]]
+BENCHMARK_COLUMNS: list[str] = ["System", *[ROUGE_LABELS[m] for m in ROUGE_TYPES]]
 
 
 def benchmark_caption(report: Mapping[str, Any]) -> str:
     """Where a benchmark report comes from and what it covers."""
-    parts = [f"**Source:** `{md_escape(report.get('source') or 'report')}`"]
+    parts = [f"**Source:** `{md_escape(portable_location(str(report.get('source') or 'report')))}`"]
     if report.get("n"):
         parts.append(f"**{report['n']}** dialogues")
     if report.get("split"):
         parts.append(f"split: {md_escape(report['split'])}")
     text = " · ".join(parts)
-    text += "\n\nROUGE F1 × 100; Δ pp = improvement over the original model in percentage points."
+    text += (
+        "\n\nEach cell: mean ROUGE F1 × 100 (95% bootstrap interval) · improvement over the original "
+        "model in percentage points. Baselines: a fixed template sentence and the dialogue's first line."
+    )
     errors = report.get("errors") or {}
     for name, error in errors.items():
-        text += f"\n\n⛔ {MODEL_LABELS.get(name, md_escape(name))}: {md_escape(error)}"
+        text += f"\n\n✗ {MODEL_LABELS.get(name, md_escape(name))}: {md_escape(error)}"
     return text
 
 
 def rouge_cost(report: Mapping[str, Any] | None, metric: str = "rougeL") -> str | None:
     """LoRA's ROUGE difference to the full fine-tune, as words (``None`` without a report)."""
-    if not report:
+    if not report or metric not in report.get("lora_vs_full_pp", {}):
         return None
-    by_model = {row["model"]: row["metrics"] for row in report.get("rows", [])}
-    full, lora = by_model.get("full", {}).get(metric), by_model.get("lora", {}).get(metric)
-    if not full or not lora:
-        return None
-    delta = 100 * (lora["mean"] - full["mean"])
+    delta = report["lora_vs_full_pp"][metric]
     label = ROUGE_LABELS[metric]
     if delta < 0:
         return f"for **{-delta:.1f} pp** less {label} than the full fine-tune"

@@ -31,6 +31,7 @@ from core.config import (
     GenerationSettings,
 )
 from core.data import DataError, Dialogue, find_dialogue, load_split
+from core.evaluation import build_summary, score_table
 from core.generation import (
     MAX_DIALOGUE_CHARS,
     MAX_INPUT_TOKENS,
@@ -40,7 +41,7 @@ from core.generation import (
     summarize_many,
 )
 from core.leaderboard import standings
-from core.metrics import overlap_spans, rouge
+from core.metrics import ROUGE_TYPES, overlap_spans, rouge
 from core.models import ModelSet
 from core.prompt import clean_text
 from core.votes import DuplicateVoteError, Vote, VoteStore, VoteStoreError
@@ -110,8 +111,13 @@ def parse_references(reference: object) -> list[str]:
 
 
 def join_references(references: Sequence[str]) -> str:
-    """The reference box text for several references (inverse of :func:`parse_references`)."""
-    return "\n\n".join(r.strip() for r in references if r.strip())
+    """The reference box text for several references (inverse of :func:`parse_references`).
+
+    Duplicates are dropped: some DialogSum rows repeat a summary, and a repeat adds nothing
+    to a best-over-references score.
+    """
+    unique = dict.fromkeys(" ".join(r.split()) for r in references if r.strip())
+    return "\n\n".join(unique)
 
 
 def _setting(name: str, value: object, bounds: tuple[int, int]) -> int | None:
@@ -461,8 +467,9 @@ class ArenaService:
     ) -> dict[str, Any]:
         """Evaluate the three models on the first ``n`` held-out examples (bounded), now.
 
-        Returns the same normalised shape as :meth:`benchmark_report`; means with a seeded
-        bootstrap 95% CI and the improvement over the original in percentage points.
+        Scored exactly like ``python -m train.evaluate`` (``core.evaluation``: paired bootstrap
+        95% CIs, baselines, improvements in pp) and returned in :meth:`benchmark_report`'s
+        shape, plus ``errors`` for models that could not answer.
         """
         lo, hi = FRESH_EVAL_RANGE
         count = _setting("number of dialogues", n, FRESH_EVAL_RANGE)
@@ -471,7 +478,7 @@ class ArenaService:
         records = [r for r in self.examples() if r.references][:count]
         if not records:
             raise InputError(f"no labelled DialogSum examples available: {self._examples_error}")
-        scores: dict[str, list[dict[str, float]]] = {name: [] for name in MODEL_NAMES}
+        predictions: dict[str, list[str]] = {name: [] for name in MODEL_NAMES}
         errors: dict[str, str] = {}
         settings = self.config.generation
         for start in range(0, len(records), chunk):
@@ -481,31 +488,16 @@ class ArenaService:
                     start / len(records), f"dialogues {start + 1}-{start + len(batch)} of {len(records)}"
                 )
             for results in summarize_many(self.model_set, [r.dialogue for r in batch], settings):
-                for record, summary in zip(batch, results, strict=True):
+                for summary in results:
                     if summary.error:
                         errors[summary.model] = summary.error
-                        continue
-                    scores[summary.model].append(rouge(summary.text, record.references) or {})
+                    predictions[summary.model].append(summary.text)
         if progress:
-            progress(1.0, "done")
-        models: dict[str, Any] = {}
-        for name in MODEL_NAMES:
-            rows = [row for row in scores[name] if row]
-            if not rows:
-                continue
-            models[name] = {
-                "rouge": {
-                    metric: {
-                        "mean": sum(r[metric] for r in rows) / len(rows),
-                        "ci95": bootstrap_ci([r[metric] for r in rows]),
-                    }
-                    for metric in rows[0]
-                }
-            }
-        report = normalise_report(
-            {"models": models, "n": len(records), "split": "held-out examples", "preset": self.config.preset},
-            source="fresh evaluation",
-        )
+            progress(1.0, "scoring")
+        served = {name: texts for name, texts in predictions.items() if name not in errors}
+        table = score_table(records, served)
+        summary = build_summary(table, preset=self.config.preset, split=f"first {len(records)} held-out")
+        report = normalise_report(summary, source="fresh evaluation")
         report["errors"] = errors
         return report
 
@@ -514,7 +506,6 @@ class ArenaService:
 
 REPORT_FILE = "summary.json"
 FRESH_EVAL_RANGE = (1, 50)  # a fresh evaluation from the UI is bounded: it shares the CPU with users
-BOOTSTRAP_RESAMPLES = 1000
 
 
 def _cell(value: Any) -> dict[str, Any] | None:
@@ -540,16 +531,36 @@ def _metrics(entry: Any) -> dict[str, dict[str, Any]]:
     scores = entry.get("rouge", entry.get("metrics", entry))
     if not isinstance(scores, dict):
         return {}
-    cells = {m: _cell(scores.get(m)) for m in ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+    cells = {m: _cell(scores.get(m)) for m in ROUGE_TYPES}
     return {m: c for m, c in cells.items() if c is not None}
 
 
-def normalise_report(raw: Any, source: str = "") -> dict[str, Any]:
-    """A benchmark report (``summary.json``) in the one shape the UI renders.
+def _improvement(
+    raw: dict[str, Any], name: str, metric: str, versus: str = "original"
+) -> dict[str, Any] | None:
+    """``{"mean", "ci95"}`` in pp of ``name`` over ``versus`` from a ``summary.json``, if given."""
+    key = f"{name}_vs_{versus}"
+    given = raw.get("improvement_pp", {})
+    value = (
+        given.get(key, {}).get(metric)
+        if isinstance(given, dict) and isinstance(given.get(key), dict)
+        else None
+    )
+    if not isinstance(value, (int, float)):
+        return None
+    cis = raw.get("improvement_ci95_pp", {})
+    ci = cis.get(key, {}).get(metric) if isinstance(cis, dict) and isinstance(cis.get(key), dict) else None
+    ok = isinstance(ci, (list, tuple)) and len(ci) == 2
+    return {"mean": float(value), "ci95": [float(ci[0]), float(ci[1])] if ok else None}
 
-    ``{"source", "n", "split", "rows": [{"model", "label", "metrics": {metric: {"mean",
-    "ci95", "delta_pp"}}}], "notes": [...]}``; models first, then baselines. Improvement in
-    percentage points is taken from the report when given, else computed against the original.
+
+def normalise_report(raw: Any, source: str = "") -> dict[str, Any]:
+    """A benchmark report (``summary.json`` of ``core.evaluation.build_summary``) in the UI's shape.
+
+    ``{"source", "n", "split", "preset", "rows": [{"model", "label", "metrics": {metric:
+    {"mean", "ci95", "delta_pp", "delta_ci95_pp"}}}], "lora_vs_full_pp": {metric: float}}``;
+    models first, then baselines. Improvements (percentage points over the original) come from
+    the report's ``improvement_pp`` when present, else from the difference of the means.
     """
     if not isinstance(raw, dict):
         raise InputError(f"{source or 'report'} is not a JSON object")
@@ -558,32 +569,39 @@ def normalise_report(raw: Any, source: str = "") -> dict[str, Any]:
     if isinstance(models, dict):
         for name in MODEL_NAMES:
             if name in models:
-                metrics = _metrics(models[name])
-                rows.append({"model": name, "label": MODEL_LABELS[name], "metrics": metrics})
-                given = models[name].get("improvement_pp") if isinstance(models[name], dict) else None
-                for metric, cell in metrics.items():
-                    delta = given.get(metric) if isinstance(given, dict) else None
-                    if isinstance(delta, dict):
-                        delta = delta.get("mean")
-                    cell["delta_pp"] = float(delta) if isinstance(delta, (int, float)) else None
+                rows.append({"model": name, "label": MODEL_LABELS[name], "metrics": _metrics(models[name])})
     base = next((r for r in rows if r["model"] == "original"), None)
     for row in rows:
         for metric, cell in row["metrics"].items():
-            if cell.get("delta_pp") is None and base and row is not base and metric in base["metrics"]:
+            cell["delta_pp"] = cell["delta_ci95_pp"] = None
+            if row is base or base is None:
+                continue
+            given = _improvement(raw, row["model"], metric)
+            if given is not None:
+                cell["delta_pp"], cell["delta_ci95_pp"] = given["mean"], given["ci95"]
+            elif metric in base["metrics"]:
                 cell["delta_pp"] = 100 * (cell["mean"] - base["metrics"][metric]["mean"])
     baselines = raw.get("baselines", {})
     if isinstance(baselines, dict):
         for name, entry in baselines.items():
-            rows.append(
-                {"model": f"baseline:{name}", "label": f"Baseline: {name}", "metrics": _metrics(entry)}
-            )
-    n = raw.get("n", raw.get("n_dialogues", raw.get("num_dialogues")))
+            label = f"Baseline: {str(name).replace('_', ' ')}"
+            rows.append({"model": f"baseline:{name}", "label": label, "metrics": _metrics(entry)})
+    by_model = {r["model"]: r["metrics"] for r in rows}
+    lora_vs_full = {}
+    for metric in ROUGE_TYPES:
+        given = _improvement(raw, "lora", metric, versus="full")
+        if given is not None:
+            lora_vs_full[metric] = given["mean"]
+        elif metric in by_model.get("lora", {}) and metric in by_model.get("full", {}):
+            lora_vs_full[metric] = 100 * (by_model["lora"][metric]["mean"] - by_model["full"][metric]["mean"])
+    n = raw.get("n")
     return {
         "source": source,
         "n": int(n) if isinstance(n, (int, float)) else None,
         "split": str(raw.get("split", "")),
         "preset": str(raw.get("preset", "")),
         "rows": rows,
+        "lora_vs_full_pp": lora_vs_full,
     }
 
 
@@ -599,13 +617,3 @@ def read_report(report_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"the evaluation report {path} is unreadable: {err}") from err
     return normalise_report(raw, source=str(path))
-
-
-def bootstrap_ci(values: Sequence[float], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
-    """Percentile bootstrap 95% CI of the mean (seeded, so a rerun gives the same interval)."""
-    if not values:
-        return [float("nan"), float("nan")]
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(rng.choice(values) for _ in range(n)) / n for _ in range(resamples))
-    return [means[int(0.025 * (resamples - 1))], means[int(0.975 * (resamples - 1))]]

@@ -110,6 +110,8 @@ def app_env(tiny: dict[str, str], votes_db: str, checkpoints: str, port: int, **
         ARENA_VOTES_DB=votes_db,
         ARENA_CHECKPOINTS=checkpoints,
         ARENA_DEVICE="cpu",
+        ARENA_MAX_NEW_TOKENS="24",  # tiny random models babble to the cap; keep each call short
+        OMP_NUM_THREADS="1",  # CI machines are small and shared: no thread oversubscription
         GRADIO_SERVER_NAME="127.0.0.1",
         GRADIO_SERVER_PORT=str(port),
         HF_HUB_OFFLINE="1",
