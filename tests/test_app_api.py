@@ -1,0 +1,66 @@
+"""The running app through ``gradio_client``: named endpoints, shapes, persistence, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import MODEL_NAMES
+from core.metrics import ROUGE_TYPES
+from core.votes import VoteStore
+
+pytestmark = pytest.mark.slow
+
+
+def test_named_endpoints_are_exactly_the_documented_ones(gradio_client) -> None:
+    api = gradio_client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/compare", "/battle", "/vote", "/leaderboard"}
+
+
+def test_compare_returns_three_summaries_and_scores(gradio_client) -> None:
+    dialogue = "#Person1#: Where are you going?\n#Person2#: To the bank, I need to pay my rent."
+    result = gradio_client.predict(dialogue, "#Person2# goes to the bank to pay rent.", api_name="/compare")
+    assert result["preset"] == "mini"
+    assert set(result["models"]) == set(MODEL_NAMES)
+    for entry in result["models"].values():
+        assert entry["error"] is None and entry["summary"].strip()
+        assert set(entry["rouge"]) == set(ROUGE_TYPES)
+        assert entry["seconds"] >= 0
+    unscored = gradio_client.predict(dialogue, "", api_name="/compare")
+    assert all(entry["rouge"] is None for entry in unscored["models"].values())
+
+
+def test_compare_refuses_bad_input_with_a_message(gradio_client) -> None:
+    with pytest.raises(Exception, match="dialogue is empty"):
+        gradio_client.predict("   ", "", api_name="/compare")
+    with pytest.raises(Exception, match="from 1 to 512"):
+        gradio_client.predict("#Person1#: Hi.", "", 100000, api_name="/compare")
+
+
+def test_battle_and_vote_persist_and_move_the_leaderboard(gradio_client, app_server) -> None:
+    before = {row["model"]: row for row in gradio_client.predict(api_name="/leaderboard")}
+    battle = gradio_client.predict(api_name="/battle")
+    assert set(battle) == {"token", "dialogue_id", "dialogue", "reference", "summaries"}
+    assert set(battle["summaries"]) == {"A", "B", "C"}
+    stored_before = VoteStore(app_server.votes_db).count()
+
+    answer = gradio_client.predict(battle["token"], "C", api_name="/vote")
+    assert answer["ok"] is True and sorted(answer["revealed"]) == ["A", "B", "C"]
+    assert sorted(answer["revealed"].values()) == sorted(MODEL_NAMES)
+    winner = answer["revealed"]["C"]
+
+    votes = VoteStore(app_server.votes_db).all()
+    assert len(votes) == stored_before + 1
+    assert votes[-1].dialogue_id == battle["dialogue_id"] and votes[-1].choice_model == winner
+
+    after = {row["model"]: row for row in gradio_client.predict(api_name="/leaderboard")}
+    assert after[winner]["wins"] == before[winner]["wins"] + 1
+    assert all(after[m]["votes"] == before[m]["votes"] + 1 for m in MODEL_NAMES)
+    row = after[winner]
+    assert set(row) == {"model", "votes", "wins", "win_rate", "ci95", "bt"}
+    assert row["ci95"][0] <= row["win_rate"] <= row["ci95"][1]
+
+    with pytest.raises(Exception, match="already used"):
+        gradio_client.predict(battle["token"], "A", api_name="/vote")
+    with pytest.raises(Exception, match="unknown battle token"):
+        gradio_client.predict("not-a-real-token", "A", api_name="/vote")
+    assert VoteStore(app_server.votes_db).count() == stored_before + 1
