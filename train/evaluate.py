@@ -1,0 +1,398 @@
+"""``python -m train.evaluate``: score a preset's three models on a DialogSum split with ROUGE.
+
+Writes to the output directory (default ``checkpoints/<preset>/eval``):
+
+* ``predictions.csv`` - one row per dialogue: id, references (JSON list), each model's summary
+  and ROUGE-1/2/L/Lsum, the two baselines, and each model's control scores;
+* ``summary.json``    - means with 95% paired bootstrap CIs, improvements in percentage points,
+  baselines and controls (see :func:`core.evaluation.build_summary` for the shape);
+* ``report.md``       - the same as readable tables; ``rouge.png`` - a bar chart with CI bars;
+* ``generations.jsonl`` - the generation cache: a summary already generated for the same model
+  weights, decoding settings and dialogue is never generated again (re-runs are instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.config import (
+    MODEL_LABELS,
+    MODEL_NAMES,
+    PRESETS,
+    ArenaConfig,
+    GenerationSettings,
+    is_local_path,
+    load_config,
+)
+from core.data import SPLITS, DataError, Dialogue, load_split
+from core.evaluation import (
+    BASELINES,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    ScoreTable,
+    build_summary,
+    plot_summary,
+    report_markdown,
+    score_table,
+)
+from core.generation import MAX_INPUT_TOKENS, effective_kwargs, summarize_many
+from core.metrics import ROUGE_TYPES
+from core.models import LoadedModel, ModelSet, load_model_set
+from train.metadata import portable_location
+
+logger = logging.getLogger(__name__)
+
+CACHE_FILE = "generations.jsonl"
+OUTPUT_FILES = ("predictions.csv", "summary.json", "report.md", "rouge.png")
+FINGERPRINT_FILES = ("generation_config.json", "config.json", "adapter_config.json")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def location_fingerprint(location: str) -> str:
+    """What identifies a model's weights: a content hash of a local directory's weights and configs.
+
+    A retrained checkpoint at the same path gets a new fingerprint, so the cache never serves
+    summaries of the old weights. Hub ids are identified by name.
+    """
+    if not is_local_path(location):
+        return f"hub:{location}"
+    path = Path(location).expanduser()
+    if not path.is_dir():
+        return f"missing:{location}"
+    digest = hashlib.sha256()
+    for item in sorted(path.iterdir()):
+        if item.is_file() and (item.suffix in (".safetensors", ".bin") or item.name in FINGERPRINT_FILES):
+            digest.update(item.name.encode())
+            digest.update(_file_digest(item).encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(loaded: LoadedModel, config: ArenaConfig) -> str:
+    """The fingerprint of what produces ``loaded``'s summaries (a LoRA row: base + adapter)."""
+    parts = [location_fingerprint(loaded.location)]
+    if loaded.name == "lora":
+        parts.append(location_fingerprint(config.models.original))
+    return "+".join(parts)
+
+
+def dialogue_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class GenerationCache:
+    """Summaries already generated, in an append-only JSONL file (survives a killed run)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            with path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    try:
+                        entry = json.loads(line)
+                        self.entries[entry["key"]] = entry
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        logger.warning("%s:%d: skipping a damaged cache line", path, number)
+
+    @staticmethod
+    def key(fingerprint: str, kwargs: dict[str, Any], max_input_tokens: int, record: Dialogue) -> str:
+        """Hash of (model weights, decoding settings, input limit, dialogue id and text)."""
+        blob = json.dumps(
+            [
+                fingerprint,
+                sorted(kwargs.items()),
+                max_input_tokens,
+                record.id,
+                dialogue_hash(record.dialogue),
+            ],
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def add(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Store new summaries and append them to the file at once."""
+        if not entries:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            for entry in entries:
+                self.entries[entry["key"]] = entry
+                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def generate_all(
+    model_set: ModelSet,
+    records: Sequence[Dialogue],
+    settings: GenerationSettings,
+    cache: GenerationCache,
+    batch_size: int = 8,
+    max_input_tokens: int = MAX_INPUT_TOKENS,
+    progress: bool = True,
+) -> tuple[dict[str, list[str]], dict[str, int], dict[str, Any]]:
+    """Each loaded model's summary of every record, generating only what the cache lacks.
+
+    Returns (summaries per model, generation errors per model, statistics). Models whose missing
+    dialogues coincide share ``summarize_many`` calls (original + LoRA in one batch).
+    """
+    from tqdm.auto import tqdm
+
+    names = [n for n in MODEL_NAMES if n in model_set.models]
+    kwargs = {n: effective_kwargs(model_set.models[n], settings) for n in names}
+    prints = {n: model_fingerprint(model_set.models[n], model_set.config) for n in names}
+    keys = {
+        n: [GenerationCache.key(prints[n], kwargs[n], max_input_tokens, r) for r in records] for n in names
+    }
+    texts: dict[str, list[str | None]] = {
+        n: [(cache.get(k) or {}).get("text") for k in keys[n]] for n in names
+    }  # fmt: skip
+    errors = dict.fromkeys(names, 0)
+    todo = [i for i in range(len(records)) if any(texts[n][i] is None for n in names)]
+    stats = {"cached": sum(t is not None for n in names for t in texts[n]), "generated": 0, "seconds": 0.0}
+    bar = tqdm(total=len(todo), desc="summarizing", unit="dialogue", disable=not progress or not todo)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name in names:
+            missing = tuple(i for i in batch if texts[name][i] is None)
+            if missing:
+                groups.setdefault(missing, []).append(name)
+        new_entries = []
+        for indices, group in groups.items():
+            begin = time.perf_counter()
+            results = summarize_many(
+                model_set, [records[i].dialogue for i in indices], settings, group, max_input_tokens
+            )
+            for summaries in results:
+                for i, summary in zip(indices, summaries, strict=True):
+                    if summary.error is not None:
+                        errors[summary.model] += 1
+                        logger.error("%s failed on %s: %s", summary.model, records[i].id, summary.error)
+                        texts[summary.model][i] = ""
+                        continue
+                    texts[summary.model][i] = summary.text
+                    new_entries.append(
+                        {
+                            "key": keys[summary.model][i],
+                            "model": summary.model,
+                            "id": records[i].id,
+                            "text": summary.text,
+                            "seconds": round(summary.seconds / max(1, len(indices)), 4),
+                            "input_tokens": summary.input_tokens,
+                            "truncated_tokens": summary.truncated_tokens,
+                        }
+                    )
+                    stats["generated"] += 1
+            stats["seconds"] += time.perf_counter() - begin
+        cache.add(new_entries)  # after each batch: a killed run keeps what it generated
+        bar.update(len(batch))
+    bar.close()
+    done = {n: [t or "" for t in texts[n]] for n in names}
+    stats["seconds"] = round(stats["seconds"], 3)
+    return done, errors, {**stats, "generation": {n: kwargs[n] for n in names}}
+
+
+def prediction_rows(table: ScoreTable) -> list[dict[str, Any]]:
+    """One ``predictions.csv`` row per dialogue."""
+    rows = []
+    for i, ident in enumerate(table.ids):
+        row: dict[str, Any] = {
+            "id": ident,
+            "references": json.dumps(list(table.references[i]), ensure_ascii=False),
+        }
+        for name in [*table.models, *BASELINES]:
+            row[f"{name}_summary"] = table.predictions[name][i]
+            for metric in ROUGE_TYPES:
+                row[f"{name}_{metric}"] = round(table.scores[name][i][metric], 6)
+        if table.permutation is not None:
+            row["control_id"] = table.ids[table.permutation[i]]
+            for name in table.models:
+                for metric in ROUGE_TYPES:
+                    row[f"{name}_control_{metric}"] = round(table.controls[name][i][metric], 6)
+        rows.append(row)
+    return rows
+
+
+def write_predictions(path: Path, table: ScoreTable) -> None:
+    """Write ``predictions.csv`` (UTF-8, header row, quoted as needed)."""
+    rows = prediction_rows(table)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def evaluate(
+    config: ArenaConfig,
+    split: str = "test",
+    limit: int | None = None,
+    output: str | Path | None = None,
+    settings: GenerationSettings | None = None,
+    batch_size: int = 8,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate (or reuse cached) summaries, score them and write the four report files.
+
+    Returns the ``summary.json`` document. ``settings`` defaults to no overrides: each model's
+    own ``generation_config.json`` decides.
+    """
+    settings = (settings or GenerationSettings(max_new_tokens=None)).validate()
+    out = Path(output) if output is not None else config.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_split(config.data, split, limit)
+    if len(records) < 1:
+        raise DataError(f"no dialogues in split {split!r} of {config.data}")
+    model_set = load_model_set(config)
+    if not model_set.models:
+        raise RuntimeError(
+            "no model could be loaded: " + "; ".join(f"{k}: {v}" for k, v in model_set.errors.items())
+        )
+    for name, error in model_set.errors.items():
+        logger.warning("%s is left out of the report: %s", name, error)
+    cache = GenerationCache(out / CACHE_FILE)
+    summaries, errors, stats = generate_all(
+        model_set, records, settings, cache, batch_size, progress=progress
+    )
+    table = score_table(records, summaries)
+    summary = build_summary(
+        table,
+        config.preset,
+        split,
+        resamples,
+        seed,
+        extra={
+            "data": portable_location(config.data),
+            "limit": limit,
+            "model_locations": {n: portable_location(m.location) for n, m in model_set.models.items()},
+            "generation": stats["generation"],
+            "generation_errors": errors,
+            "unavailable": dict(model_set.errors),
+            "cache": {"reused": stats["cached"], "generated": stats["generated"]},
+            "generation_seconds": stats["seconds"],
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    write_predictions(out / "predictions.csv", table)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(summary, MODEL_LABELS), encoding="utf-8")
+    plot_summary(summary, str(out / "rouge.png"), MODEL_LABELS)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description=(
+            "Score the original, fully fine-tuned and LoRA models of a preset with ROUGE on a DialogSum "
+            "split, with 95% bootstrap intervals, two baselines (a fixed template sentence and the "
+            "dialogue's first line) and controls (each model scored against another dialogue's "
+            "references). Writes predictions.csv, summary.json, report.md and rouge.png; summaries "
+            "already generated are reused from generations.jsonl in the output directory."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m train.evaluate --preset flan-t5-base            # whole test split, on a GPU\n"
+            "  python -m train.evaluate --preset mini --limit 50 --output /tmp/eval"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help="which models (default: chosen automatically, as in the app)",
+    )
+    parser.add_argument("--original", default=None, help="override the original model (hub id or directory)")
+    parser.add_argument("--full", default=None, help="override the fully fine-tuned model directory")
+    parser.add_argument("--lora", default=None, help="override the LoRA adapter directory")
+    parser.add_argument(
+        "--data", default=None, help="DialogSum hub id or local directory (default: local copy, else the Hub)"
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=[s for s in SPLITS if s != "unlabeled"],
+        help="split to score (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="score only the first N dialogues (default: all)"
+    )
+    parser.add_argument(
+        "--output", default=None, help="output directory (default: checkpoints/<preset>/eval)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="dialogues per generate call (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="override every model's summary length cap"
+    )
+    parser.add_argument("--num-beams", type=int, default=None, help="override every model's beam count")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
+    parser.add_argument(
+        "--dtype", default=None, help="float32, bfloat16 or auto (default: bf16 on CUDA, else fp32)"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=BOOTSTRAP_RESAMPLES,
+        help="bootstrap resamples (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.limit is not None and args.limit < 1:
+        print("error: --limit must be at least 1", file=sys.stderr)
+        return 2
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(
+            preset=args.preset, original=args.original, full=args.full, lora=args.lora,
+            data=args.data, device=args.device, dtype=args.dtype,
+        )  # fmt: skip
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams).validate()
+        out = Path(args.output) if args.output else config.report_dir
+        summary = evaluate(
+            config, args.split, args.limit, out, settings, args.batch_size, args.bootstrap, args.seed
+        )
+    except (DataError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((out / "report.md").read_text(encoding="utf-8"))
+    r1 = {m: f"{s['rouge1']['mean']:.4f}" for m, s in summary["models"].items()}
+    print(f"done: {summary['n']} dialogues, ROUGE-1 {r1}; files in {out}: {', '.join(OUTPUT_FILES)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
