@@ -16,8 +16,9 @@ import json
 import logging
 import math
 import shutil
+import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class TrainOptions:
     generation_defaults: dict | None = None  # written to the output's generation_config.json
     data_source_label: str | None = None  # what metadata and card record as the data set
     quiet: bool = False  # no progress bars (tests, scripted callers)
+    callbacks: list[Any] = field(default_factory=list)  # extra transformers TrainerCallbacks
 
     def resolved_learning_rate(self) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.method]
@@ -226,6 +228,30 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
+def step_timer() -> Any:
+    """A ``TrainerCallback`` recording each optimizer step's wall and CPU seconds."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.wall: list[float] = []
+            self.cpu: list[float] = []
+            self._start = (0.0, 0.0)
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._start = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.wall.append(time.perf_counter() - self._start[0])
+            self.cpu.append(time.process_time() - self._start[1])
+
+    return StepTimer()
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 5) if values else None
+
+
 def _training_arguments(options: TrainOptions, trainer_dir: Path) -> Any:
     from transformers import Seq2SeqTrainingArguments
 
@@ -316,12 +342,14 @@ def train(options: TrainOptions) -> dict[str, Any]:
     )  # fmt: skip
 
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
+    timer = step_timer()
     trainer = Seq2SeqTrainer(
         model=model,
         args=_training_arguments(options, trainer_dir),
         data_collator=collator,
         train_dataset=dataset,
         processing_class=tokenizer,
+        callbacks=[timer, *options.callbacks],
     )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -361,6 +389,9 @@ def train(options: TrainOptions) -> dict[str, Any]:
         "epochs": float(trainer.state.epoch or 0.0),
         "wall_time_s": round(wall, 3),
         "seconds_per_step": round(wall / max(1, trainer.state.global_step), 4),
+        # Medians of the optimizer steps alone (no start-up); CPU time counts all threads.
+        "median_step_seconds": _median(timer.wall),
+        "median_step_cpu_seconds": _median(timer.cpu),
         "hardware": hardware_description(),
         "precision": "bf16 mixed" if options.bf16 else "float32",
         "final_train_loss": history[-1]["loss"] if history else float(result.training_loss),
@@ -412,8 +443,3 @@ def _record_adapter_base(directory: Path, base: str) -> None:
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def options_summary(options: TrainOptions) -> dict[str, Any]:
-    """The options as a plain dict (for logs)."""
-    return asdict(options)

@@ -1,0 +1,246 @@
+"""Training scripts on tiny models: loss goes down, outputs load through core, metadata is complete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+from transformers import AutoModelForSeq2SeqLM, TrainerCallback
+
+from core.config import GenerationSettings, load_config
+from core.generation import summarize_many
+from core.models import load_model_set
+from train import cli
+from train.common import TRAINER_DIR, TrainingError, TrainOptions, train
+from train.metadata import ARENA_FILE, CARD_FILE, portable_location, read_metadata
+
+REQUIRED_META = (
+    "method", "base_model", "trainable_params", "total_params", "size_on_disk_bytes", "examples",
+    "steps", "epochs", "wall_time_s", "hardware", "final_train_loss", "loss_history", "seed",
+    "data_source", "data_split", "library_versions", "learning_rate",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread: on a small shared CI machine, two threads contend and run far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_options(method: str, base: str, output: Path, data_dir: str, **overrides: Any) -> TrainOptions:
+    """A few quick steps on the same small batch, so the loss must fall."""
+    values: dict[str, Any] = {
+        "method": method,
+        "base_model": base,
+        "output_dir": str(output),
+        "data": data_dir,
+        "split": "validation",
+        "limit": 4,
+        "batch_size": 4,
+        "max_steps": 5,
+        "learning_rate": 1e-2,
+        "logging_steps": 1,
+        "max_source_length": 128,
+        "max_target_length": 32,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "quiet": True,
+        "generation_defaults": {"max_new_tokens": 12},
+    }
+    values.update(overrides)
+    return TrainOptions(**values)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_checkpoints: dict[str, str],
+    data_dir: str,
+    one_thread: None,
+) -> dict[str, Any]:
+    """One full and one LoRA run on the tiny base, with their metadata."""
+    root = tmp_path_factory.mktemp("trained")
+    base = tiny_checkpoints["original"]
+    runs: dict[str, Any] = {"base": base}
+    for method in ("full", "lora"):
+        out = root / method
+        runs[method] = {"dir": out, "meta": train(tiny_options(method, base, out, data_dir))}
+    return runs
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_training_lowers_the_loss(trained: dict[str, Any], method: str) -> None:
+    history = trained[method]["meta"]["loss_history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert trained[method]["meta"]["final_train_loss"] == history[-1]["loss"]
+
+
+def test_outputs_load_through_core_and_generate(trained: dict[str, Any], data_dir: str) -> None:
+    config = load_config(
+        env={},
+        preset="mini",
+        original=trained["base"],
+        full=str(trained["full"]["dir"]),
+        lora=str(trained["lora"]["dir"]),
+        data=data_dir,
+        device="cpu",
+    )
+    model_set = load_model_set(config)
+    assert model_set.errors == {}
+    assert model_set.models["full"].generation_defaults["max_new_tokens"] == 12
+    assert model_set.models["lora"].generation_defaults["max_new_tokens"] == 12
+    assert model_set.models["lora"].warning is None  # adapter records the base it was trained on
+    results = {
+        batch[0].model: batch
+        for batch in summarize_many(
+            model_set, ["#Person1#: Hi.\n#Person2#: Hello."], GenerationSettings(None)
+        )
+    }
+    for name in ("original", "full", "lora"):
+        assert results[name][0].error is None
+        assert results[name][0].text.strip()
+
+
+def test_full_checkpoint_round_trips_untied_weights(trained: dict[str, Any]) -> None:
+    """transformers 5 forces ``tie_word_embeddings``; the saved head must still come back as trained."""
+    out = trained["full"]["dir"]
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(str(out))
+    base = AutoModelForSeq2SeqLM.from_pretrained(trained["base"])
+    assert reloaded.config.scale_decoder_outputs == base.config.scale_decoder_outputs
+    with safe_open(str(out / "model.safetensors"), "pt") as weights:
+        for key in ("lm_head.weight", "shared.weight"):
+            assert torch.equal(reloaded.state_dict()[key], weights.get_tensor(key))
+    assert not torch.equal(reloaded.lm_head.weight, base.lm_head.weight)  # training changed it
+    assert json.loads((out / "config.json").read_text())["use_cache"] is True
+
+
+def test_lora_dir_holds_only_a_small_adapter(trained: dict[str, Any]) -> None:
+    out = trained["lora"]["dir"]
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", ARENA_FILE, CARD_FILE} <= names
+    assert not names & {"model.safetensors", "pytorch_model.bin", "config.json", TRAINER_DIR}
+    lora, full = trained["lora"]["meta"], trained["full"]["meta"]
+    assert lora["size_on_disk_bytes"] == (out / "adapter_model.safetensors").stat().st_size
+    assert lora["size_on_disk_bytes"] < full["size_on_disk_bytes"] / 4
+    assert lora["trainable_params"] < lora["total_params"] / 4
+    assert full["trainable_params"] == full["total_params"]
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == portable_location(trained["base"])
+    assert adapter["task_type"] == "SEQ_2_SEQ_LM"
+    assert sorted(adapter["target_modules"]) == ["q", "v"]
+    assert not (trained["full"]["dir"] / TRAINER_DIR).exists()  # finished runs ship without checkpoints
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_metadata_and_model_card_are_complete(trained: dict[str, Any], method: str) -> None:
+    out = trained[method]["dir"]
+    meta = read_metadata(out)
+    assert meta == trained[method]["meta"]
+    missing = [k for k in REQUIRED_META if meta.get(k) in (None, "", [], {})]
+    assert missing == []
+    assert meta["method"] == method
+    assert meta["examples"] == 4 and meta["steps"] == 5 and meta["data_split"] == "validation"
+    assert {"torch", "transformers", "peft"} <= set(meta["library_versions"])
+    assert "/work/" not in json.dumps(meta)  # no machine-specific absolute paths
+    card = (out / CARD_FILE).read_text()
+    assert card.startswith("---\n")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["base_model"] == meta["base_model"]
+    assert front["datasets"] and front["tags"]
+    assert front["library_name"] == ("peft" if method == "lora" else "transformers")
+    assert f"{meta['trainable_params']:,}" in card
+
+
+def test_non_empty_output_dir_is_refused(trained: dict[str, Any], data_dir: str, tmp_path: Path) -> None:
+    out = trained["full"]["dir"]
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(TrainingError, match=r"not empty.*--overwrite"):
+        train(tiny_options("full", trained["base"], out, data_dir))
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(tiny_options("full", trained["base"], out, data_dir, resume=True))
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert (
+        cli.main("full", ["--base-model", trained["base"], "--output", str(out), "--split", "validation"])
+        == 2
+    )
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class Crash(TrainerCallback):
+    """Kill the run after step 3 (after the step-2 checkpoint), like a dying machine would."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 3:
+            raise SimulatedCrash("simulated crash")
+
+
+def test_interrupted_run_resumes_and_overwrite_replaces(
+    tiny_checkpoints: dict[str, str], data_dir: str, tmp_path: Path, one_thread: None
+) -> None:
+    out = tmp_path / "lora"
+    options = tiny_options("lora", tiny_checkpoints["original"], out, data_dir, max_steps=4, save_steps=2)
+    options.callbacks = [Crash()]
+    with pytest.raises(SimulatedCrash):
+        train(options)
+    assert (out / TRAINER_DIR / "checkpoint-2").is_dir()
+    meta = train(tiny_options("lora", tiny_checkpoints["original"], out, data_dir, max_steps=4, resume=True))
+    assert meta["resumed_from_checkpoint"] is True
+    assert meta["steps"] == 4
+    assert [h["step"] for h in meta["loss_history"]][-1] == 4
+    assert not (out / TRAINER_DIR).exists()
+    meta = train(
+        tiny_options("lora", tiny_checkpoints["original"], out, data_dir, max_steps=1, overwrite=True)
+    )
+    assert meta["steps"] == 1 and read_metadata(out)["steps"] == 1
+
+
+def test_cli_defaults_are_the_labs(capsys: pytest.CaptureFixture[str]) -> None:
+    args = cli.build_parser("lora").parse_args(["--output", "x"])
+    options = cli.options_from_args("lora", args)
+    assert options.resolved_learning_rate() == 1e-3
+    assert (options.lora_r, options.lora_alpha, options.lora_dropout) == (32, 32, 0.05)
+    assert options.lora_targets == ("q", "v")
+    assert (options.max_source_length, options.max_target_length) == (512, 128)
+    full = cli.options_from_args("full", cli.build_parser("full").parse_args(["--output", "x"]))
+    assert full.resolved_learning_rate() == 1e-5 and full.base_model == "google/flan-t5-base"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser("full").parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--resume", "--overwrite", "--push-to-hub", "--bf16", "--grad-accum", "1e-05"):
+        assert flag in text
+
+
+def test_bad_options_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="method"):
+        TrainOptions(method="qlora", base_model="b", output_dir="o").validate()
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainOptions(method="full", base_model="b", output_dir="o", batch_size=0).validate()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="bf16 needs a CUDA GPU"):
+            TrainOptions(method="full", base_model="b", output_dir="o", bf16=True).validate()
+
+
+def test_report_step_time(trained: dict[str, Any]) -> None:
+    """Benchmark, not a check: print the CPU time per optimizer step of both methods."""
+    full, lora = trained["full"]["meta"], trained["lora"]["meta"]
+    for meta in (full, lora):
+        assert meta["median_step_cpu_seconds"] is not None
+    ratio = full["median_step_cpu_seconds"] / max(lora["median_step_cpu_seconds"], 1e-9)
+    print(
+        f"\ntiny T5, CPU seconds per step: full {full['median_step_cpu_seconds']:.4f}, "
+        f"LoRA {lora['median_step_cpu_seconds']:.4f} (full/LoRA = {ratio:.2f})"
+    )
