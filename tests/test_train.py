@@ -13,7 +13,7 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoModelForSeq2SeqLM, TrainerCallback
 
-from core.config import GenerationSettings, load_config
+from core.config import DEFAULT_HUB_DATA, GenerationSettings, default_data_source, load_config
 from core.generation import summarize_many
 from core.models import load_model_set
 from train import cli
@@ -214,6 +214,9 @@ def test_cli_defaults_are_the_labs(capsys: pytest.CaptureFixture[str]) -> None:
     assert (options.lora_r, options.lora_alpha, options.lora_dropout) == (32, 32, 0.05)
     assert options.lora_targets == ("q", "v")
     assert (options.max_source_length, options.max_target_length) == (512, 128)
+    local = Path(default_data_source())
+    expected = str(local) if (local / "train.jsonl").is_file() else DEFAULT_HUB_DATA
+    assert options.data == expected  # the shipped local copy has no train split: the Hub's is used
     full = cli.options_from_args("full", cli.build_parser("full").parse_args(["--output", "x"]))
     assert full.resolved_learning_rate() == 1e-5 and full.base_model == "google/flan-t5-base"
     with pytest.raises(SystemExit) as exit_info:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from core.config import DEFAULT_HUB_DATA, PRESETS, default_data_source
 from core.data import DataError
@@ -52,7 +53,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
         default=None,
         help=(
             f"DialogSum: a hub id (e.g. {DEFAULT_HUB_DATA}) or a local directory with <split>.jsonl "
-            "files (default: the local copy beside the project if present, else the Hub)"
+            "files (default: the local copy beside the project if it has the split, else the Hub)"
         ),
     )
     where.add_argument("--split", default="train", help="data split to train on (default: %(default)s)")
@@ -170,6 +171,12 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     return parser
 
 
+def default_training_data(split: str) -> str:
+    """The local DialogSum copy when it holds ``split``, else the Hub (the local copy has no train split)."""
+    local = default_data_source()
+    return local if (Path(local) / f"{split}.jsonl").is_file() else DEFAULT_HUB_DATA
+
+
 def options_from_args(method: str, args: argparse.Namespace) -> TrainOptions:
     """Map parsed flags to :class:`TrainOptions`."""
     extra = {}
@@ -184,7 +191,7 @@ def options_from_args(method: str, args: argparse.Namespace) -> TrainOptions:
         method=method,
         base_model=args.base_model,
         output_dir=args.output or default_output_dir(method, args.preset),
-        data=args.data or default_data_source(),
+        data=args.data or default_training_data(args.split),
         split=args.split,
         limit=args.limit,
         epochs=args.epochs,
