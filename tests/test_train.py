@@ -18,7 +18,7 @@ from core.generation import summarize_many
 from core.models import load_model_set
 from train import cli
 from train.common import TRAINER_DIR, TrainingError, TrainOptions, train
-from train.metadata import ARENA_FILE, CARD_FILE, portable_location, read_metadata
+from train.metadata import ARENA_FILE, CARD_FILE, portable_location, read_metadata, update_metadata
 
 REQUIRED_META = (
     "method", "base_model", "trainable_params", "total_params", "size_on_disk_bytes", "examples",
@@ -159,6 +159,18 @@ def test_metadata_and_model_card_are_complete(trained: dict[str, Any], method: s
     assert front["datasets"] and front["tags"]
     assert front["library_name"] == ("peft" if method == "lora" else "transformers")
     assert f"{meta['trainable_params']:,}" in card
+
+
+def test_update_metadata_remeasures_the_weights(trained: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "lora"
+    shutil.copytree(trained["lora"]["dir"], copy)
+    with (copy / "adapter_model.safetensors").open("ab") as handle:
+        handle.write(b"\0" * 1000)
+    meta = update_metadata(copy, precision="bfloat16 weights")
+    assert meta["size_on_disk_bytes"] == trained["lora"]["meta"]["size_on_disk_bytes"] + 1000
+    assert read_metadata(copy) == meta and meta["precision"] == "bfloat16 weights"
 
 
 def test_non_empty_output_dir_is_refused(trained: dict[str, Any], data_dir: str, tmp_path: Path) -> None:

@@ -106,6 +106,18 @@ def read_metadata(directory: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def update_metadata(directory: str | Path, **changes: Any) -> dict[str, Any]:
+    """Re-measure the weights' size (e.g. after converting them to bf16), apply ``changes``,
+    and rewrite ``arena.json`` and the card. Raises ``FileNotFoundError`` without ``arena.json``."""
+    meta = read_metadata(directory)
+    if meta is None:
+        raise FileNotFoundError(f"no readable {ARENA_FILE} in {directory}")
+    meta.update(changes)
+    meta["size_on_disk_bytes"] = weights_size_bytes(directory)
+    write_metadata(directory, meta)
+    return meta
+
+
 def _yaml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML scalar and quotes anything odd
 
