@@ -208,8 +208,13 @@ def toggle_reference(hidden: bool) -> Any:
     return gr.update(visible=not hidden)
 
 
-def leaderboard_view() -> tuple[list[list[Any]], str]:
-    return view.leaderboard_rows(service.leaderboard()), service.export_votes_csv()
+def leaderboard_view() -> tuple[Any, Any]:
+    try:
+        return view.leaderboard_rows(service.leaderboard()), service.export_votes_csv()
+    except InputError as err:
+        logger.error("%s", err)
+        gr.Warning(str(err))
+        return [], None
 
 
 # ---------------------------------------------------------------------------- handlers: API
@@ -257,7 +262,10 @@ def api_vote(token: str, choice: str, ranking: str = "") -> dict:
 
 def api_leaderboard() -> list:
     """Per model: battles voted on, wins, win rate with a Wilson 95% CI, Bradley-Terry strength."""
-    return service.leaderboard()
+    try:
+        return service.leaderboard()
+    except InputError as err:
+        raise user_error(err) from err
 
 
 # ---------------------------------------------------------------------------- the page
@@ -463,12 +471,14 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
         random_example, None, [example_pick, dialogue_box, reference_box, selected, pick_note], **private
     )
     dialogue_box.input(
-        dialogue_edited, selected, [example_pick, reference_box, selected, pick_note], **private
-    )
+        dialogue_edited, selected, [example_pick, reference_box, selected, pick_note],
+        queue=False, trigger_mode="always_last", show_progress="hidden", **private,
+    )  # fmt: skip
     summarize_button.click(
         compare_frames,
         [dialogue_box, reference_box, max_tokens_box, beams_box],
         [notice, *column_outputs],
+        show_progress="minimal",  # columns stay visible while the others are still generating
         concurrency_limit=GENERATE_CONCURRENCY,
         concurrency_id="generate",
         **private,

@@ -324,7 +324,9 @@ class ArenaService:
         self, dialogue: str, settings: GenerationSettings, names: Sequence[str] = MODEL_NAMES
     ) -> Iterator[tuple[Summary, bool]]:
         """``(summary, from_cache)`` per model: cache hits first, then each model as it finishes."""
-        keys = {name: SummaryCache.key(self.config.preset, name, dialogue, settings) for name in names}
+        # Key on a digest: a pasted 100,000-character dialogue must not be held once per entry.
+        digest = hashlib.sha256(clean_text(dialogue).strip().encode("utf-8")).hexdigest()
+        keys = {name: SummaryCache.key(self.config.preset, name, digest, settings) for name in names}
         missing = []
         for name in names:
             hit = self.cache.get(keys[name])
@@ -442,13 +444,20 @@ class ArenaService:
 
     def leaderboard(self) -> list[dict[str, Any]]:
         """The ``/leaderboard`` shape, for the live preset's votes, strongest first."""
-        return [row.as_json() for row in standings(self.votes.all(preset=self.config.preset))]
+        try:
+            votes = self.votes.all(preset=self.config.preset)
+        except VoteStoreError as err:
+            raise InputError(f"the votes database is unavailable: {err}") from err
+        return [row.as_json() for row in standings(votes)]
 
     def export_votes_csv(self) -> str:
         """Write every vote to a fresh CSV file in a private directory; return its path."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         path = self._export_dir / f"arena-votes-{stamp}.csv"
-        path.write_text(self.votes.to_csv(), encoding="utf-8")
+        try:
+            path.write_text(self.votes.to_csv(), encoding="utf-8")
+        except VoteStoreError as err:
+            raise InputError(f"the votes database is unavailable: {err}") from err
         for old in sorted(self._export_dir.glob("arena-votes-*.csv"))[:-5]:
             old.unlink(missing_ok=True)  # keep the directory small
         return str(path)

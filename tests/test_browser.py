@@ -1,0 +1,135 @@
+"""A real browser (Debian's chromium via Playwright) drives the app: compare, then a blind vote.
+
+Set ``ARENA_SCREENSHOT=1`` to also save the Compare tab to ``docs/compare.png`` (the README's
+picture). When the trained ``checkpoints/mini`` models exist, the screenshot is taken on
+them instead of the tiny random test models, so it shows real summaries.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.config import MODEL_LABELS, MODEL_NAMES
+from tests.conftest import PROJECT_ROOT, start_app
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("ARENA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = PROJECT_ROOT / "docs" / "compare.png"
+MINI = PROJECT_ROOT / "checkpoints" / "mini"
+TIMEOUT_MS = 90_000
+
+
+def _chromium_or_skip() -> str:
+    path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    if not path:
+        pytest.skip(f"chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session app on tiny models, or, for a screenshot, an app on the trained mini models."""
+    trained = all((MINI / n).is_dir() for n in MODEL_NAMES)
+    if not (os.environ.get("ARENA_SCREENSHOT") and trained):
+        yield request.getfixturevalue("app_url")
+        return
+    root = tmp_path_factory.mktemp("screenshot-app")
+    models = {n: str(MINI / n) for n in MODEL_NAMES}
+    server = start_app(
+        models, str(root / "votes.sqlite"), str(PROJECT_ROOT / "checkpoints"), root, ARENA_MAX_NEW_TOKENS="60"
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def page(browser_url: str):
+    executable = _chromium_or_skip()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright for Python is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(browser_url)
+            page.wait_for_selector("#summarize")
+            yield page
+        finally:
+            browser.close()
+
+
+def _value(page, selector: str) -> str:
+    return page.locator(f"{selector} textarea").first.input_value()
+
+
+def test_compare_in_the_browser(page) -> None:
+    assert "Live preset" in page.locator("#preset-banner").inner_text()
+    before = _value(page, "#dialogue")
+    page.click("#random-example")
+    page.wait_for_function(
+        "before => document.querySelector('#dialogue textarea').value !== before", arg=before
+    )  # a picked example replaces the text (250 candidates: a repeat is unlikely, and harmless)
+    assert _value(page, "#dialogue").strip() and _value(page, "#reference").strip()
+
+    page.click("#summarize")
+    for name in MODEL_NAMES:
+        page.wait_for_function(
+            "id => { const el = document.querySelector('#scores-' + id); return el && el.innerText.includes('R-1'); }",
+            arg=name,
+        )
+        assert _value(page, f"#summary-{name}").strip(), f"{name} produced no summary"
+        scores = page.locator(f"#scores-{name}").inner_text()
+        assert "R-Lsum" in scores and "ROUGE F1" in scores
+    if os.environ.get("ARENA_SCREENSHOT"):
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.wait_for_timeout(500)  # let the last column's highlight settle before the picture
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_pasted_dialogue_has_no_reference_and_no_rouge(page) -> None:
+    page.get_by_role("tab", name="Compare").click()
+    pasted = "#Person1#: Are you coming tonight?\n#Person2#: Yes, at eight."
+    box = page.locator("#dialogue textarea")
+    box.fill(pasted[:-1])
+    box.press_sequentially(pasted[-1])  # a real keystroke: gradio's .input listens to those
+    page.wait_for_function("() => document.querySelector('#reference textarea').value === ''")
+    page.click("#summarize")
+    for name in MODEL_NAMES:
+        page.wait_for_function(
+            "id => document.querySelector('#scores-' + id).innerText.includes('no reference')", arg=name
+        )
+        assert "R-1" not in page.locator(f"#scores-{name}").inner_text()
+
+
+def test_blind_vote_reveals_identities(page) -> None:
+    page.get_by_role("tab", name="Human evaluation").click()
+    page.click("#start-battle")
+    page.wait_for_function("() => document.querySelector('#battle-A textarea').value.length > 0")
+    for letter in "ABC":
+        label = page.locator(f"#battle-{letter}").inner_text()
+        assert not any(MODEL_LABELS[m] in label for m in MODEL_NAMES), "identity shown before the vote"
+    page.locator("#best-choice").get_by_label("B", exact=True).check()
+    page.click("#submit-vote")
+    page.wait_for_function("() => document.querySelector('#reveal').innerText.includes('Vote stored')")
+    reveal = page.locator("#reveal").inner_text()
+    assert all(MODEL_LABELS[m] in reveal for m in MODEL_NAMES)
+    labels = " ".join(page.locator(f"#battle-{x}").inner_text() for x in "ABC")
+    assert all(MODEL_LABELS[m] in labels for m in MODEL_NAMES)
+    assert page.locator("#leaderboard").inner_text().count("%") >= 3
