@@ -355,7 +355,7 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
                         column_outputs.append(
                             gr.HighlightedText(
                                 label="Words shared with the reference",
-                                color_map={"overlap": "#fed7aa"},
+                                color_map={"overlap": "#fdba74"},
                                 show_legend=False,
                                 show_inline_category=False,
                                 elem_id=f"overlap-{name}",
@@ -526,6 +526,8 @@ CSS = """
 #compare-notice, #pick-note, #reveal { min-height: 0; }
 /* overlap highlights: flow like text and break between words (gradio's default breaks anywhere) */
 .model-column .textfield { display: block !important; word-break: normal !important; overflow-wrap: anywhere; }
+.model-column .token-container, .model-column .token { display: inline !important; }
+.model-column .token.highlighted { margin: 0 !important; padding: 1px 0 !important; }
 """
 
 if __name__ == "__main__":

@@ -225,6 +225,10 @@ def size_figure(cards: Mapping[str, ModelCard]) -> Any:
     """Size on disk and trainable parameters per model, side by side (log scale)."""
     figure, axes = _figure(7.0, 2.6)
     names = [n for n in MODEL_NAMES if cards.get(n) and cards[n].size_on_disk_bytes]
+    if not names:
+        axes.text(0.5, 0.5, "no checkpoint files found", ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+        return figure
     sizes = [cards[n].size_on_disk_bytes / 2**20 for n in names]
     bars = axes.barh(
         [MODEL_LABELS[n] for n in names], sizes, color=[MODEL_COLORS[n] for n in names], height=0.55
@@ -235,8 +239,7 @@ def size_figure(cards: Mapping[str, ModelCard]) -> Any:
     axes.set_title("What you ship: weights on disk")
     axes.invert_yaxis()
     axes.grid(axis="x", alpha=0.3)
-    if sizes:
-        axes.set_xlim(min(sizes) / 3, max(sizes) * 8)
+    axes.set_xlim(min(sizes) / 3, max(sizes) * 8)
     return figure
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -303,7 +304,21 @@ def test_cards_read_arena_json_and_survive_missing_dirs(
     assert "n/a" in table
 
 
-# ---------------------------------------------------------------------------- presentation safety
+# ---------------------------------------------------------------------------- presentation
+
+
+def test_figures_render_with_and_without_data(model_set: ModelSet, tmp_path: Path) -> None:
+    cards = model_cards(model_set.config)
+    nothing = {name: card_for(name, str(tmp_path / "missing" / name)) for name in MODEL_NAMES}
+    for figure in (
+        view.size_figure(cards), view.size_figure(nothing), view.loss_figure(cards), view.loss_figure({}),
+        view.benchmark_figure({}), view.benchmark_figure({"rows": [{"model": "full", "label": "Full",
+                                                                      "metrics": {}}]}),
+    ):  # fmt: skip
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")  # drawing is where a bad axis setup fails
+        assert buffer.getvalue().startswith(b"\x89PNG")
+    assert "n/a" in view.models_table(nothing) and "not found" in view.models_table(nothing)
 
 
 def test_markdown_escaping_makes_user_text_inert() -> None:
