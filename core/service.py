@@ -237,9 +237,9 @@ class ArenaService:
     ) -> None:
         self.config = config
         self.model_set = model_set
-        self.cache = cache or SummaryCache()
-        self.battles = battles or BattleStore()
-        self.votes = votes or VoteStore(config.votes_db)
+        self.cache = cache if cache is not None else SummaryCache()  # an empty cache is falsy
+        self.battles = battles if battles is not None else BattleStore()  # so is an empty store
+        self.votes = votes if votes is not None else VoteStore(config.votes_db)
         self._rng = rng or random.SystemRandom()
         self._salt = secrets.token_hex(8)
         self._examples: list[Dialogue] | None = None
