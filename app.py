@@ -276,7 +276,8 @@ try:
 except InputError:
     _report = None
 
-with gr.Blocks(title="Dialogue-summary arena") as demo:
+# Vote exports are copied into gradio's cache; sweep files older than an hour, every hour.
+with gr.Blocks(title="Dialogue-summary arena", delete_cache=(3600, 3600)) as demo:
     gr.Markdown(
         "# Dialogue-summary arena\n"
         "Flan-T5 **before fine-tuning**, after a **full fine-tune** and with **LoRA**, side by side on "
@@ -290,7 +291,7 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
             selected = gr.State(first_example.id if first_example else None)
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
-                    with gr.Row(equal_height=True):
+                    with gr.Row(equal_height=False):
                         example_pick = gr.Dropdown(
                             choices=example_choices,
                             value=first_example.id if first_example else None,
@@ -299,7 +300,9 @@ with gr.Blocks(title="Dialogue-summary arena") as demo:
                             scale=4,
                             elem_id="example-pick",
                         )
-                        random_button = gr.Button("Random", scale=1, min_width=90, elem_id="random-example")
+                        random_button = gr.Button(
+                            "Random", variant="secondary", scale=1, min_width=90, elem_id="random-example"
+                        )
                     dialogue_box = gr.Textbox(
                         value=first_example.dialogue if first_example else "",
                         label="Dialogue: pick one above or paste your own (cut to 512 tokens)",
@@ -523,6 +526,7 @@ THEME = gr.themes.Soft(
 CSS = """
 .model-column { border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 12px; }
 #preset-banner { font-size: 0.9em; }
+#random-example { align-self: flex-end; max-height: 44px; margin-bottom: 8px; }
 #compare-notice, #pick-note, #reveal { min-height: 0; }
 /* overlap highlights: flow like text and break between words (gradio's default breaks anywhere) */
 .model-column .textfield { display: block !important; word-break: normal !important; overflow-wrap: anywhere; }
@@ -533,4 +537,5 @@ CSS = """
 if __name__ == "__main__":
     demo.queue(default_concurrency_limit=LIGHT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     # server_name / server_port unset: gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
-    demo.launch(theme=THEME, css=CSS, footer_links=["api"])
+    # run_history=False: pasted dialogues are not kept in the visitor's browser storage.
+    demo.launch(theme=THEME, css=CSS, footer_links=["api"], run_history=False)
