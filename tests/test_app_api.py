@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 from core.config import MODEL_NAMES
 from core.metrics import ROUGE_TYPES
 from core.votes import VoteStore
+from tests.conftest import start_app
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +68,30 @@ def test_battle_and_vote_persist_and_move_the_leaderboard(gradio_client, app_ser
     with pytest.raises(Exception, match="unknown battle token"):
         gradio_client.predict("not-a-real-token", "A", api_name="/vote")
     assert VoteStore(app_server.votes_db).count() == stored_before + 1
+
+
+@pytest.fixture(scope="module")
+def app_without_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app with none of its checkpoints present (a fresh clone before training)."""
+    root = tmp_path_factory.mktemp("no-checkpoints")
+    missing = {name: str(root / "checkpoints" / "mini" / name) for name in MODEL_NAMES}
+    server = start_app(missing, str(root / "votes.sqlite"), str(root / "checkpoints"), root)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_app_starts_without_checkpoints_and_says_why_per_column(app_without_checkpoints: str) -> None:
+    from gradio_client import Client
+
+    client = Client(app_without_checkpoints, verbose=False)
+    result = client.predict("#Person1#: Hi.\n#Person2#: Hello.", "Two people greet.", api_name="/compare")
+    for name in MODEL_NAMES:
+        error = result["models"][name]["error"]
+        assert "not found" in error and f"mini{os.sep}original" in result["models"]["original"]["error"]
+        assert result["models"][name]["rouge"] is None
+    assert f"mini{os.sep}full" in result["models"]["full"]["error"]
+    with pytest.raises(Exception, match="needs all three models"):
+        client.predict(api_name="/battle")
+    assert [row["votes"] for row in client.predict(api_name="/leaderboard")] == [0, 0, 0]
