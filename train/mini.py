@@ -230,6 +230,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
     for number, method in ((3, "full"), (4, "lora")):
         logger.info("[%d/4] %s: fine-tuning on the validation split", number, method)
         step = time.perf_counter()
+        steps = options.full_steps if method == "full" else options.lora_steps
         train(
             TrainOptions(
                 method=method,
@@ -239,7 +240,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
                 split="validation",
                 limit=options.train_limit,
                 epochs=options.full_epochs if method == "full" else options.lora_epochs,
-                max_steps=options.full_steps if method == "full" else options.lora_steps,
+                max_steps=steps,
                 learning_rate=options.full_lr if method == "full" else options.lora_lr,
                 batch_size=options.batch_size,
                 warmup_ratio=0.05,
@@ -249,6 +250,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
                 overwrite=True,
                 lora_r=options.lora_r,
                 lora_alpha=options.lora_alpha,
+                logging_steps=min(10, steps) if steps > 0 else 10,
                 generation_defaults=decoding,
                 data_source_label=data_label,
                 quiet=options.quiet,

@@ -309,7 +309,10 @@ def pretrain(texts: Sequence[str], tokenizer: Any, options: PretrainOptions) -> 
         warmup_steps=options.warmup_ratio,
         lr_scheduler_type="cosine",
         weight_decay=options.weight_decay,
-        logging_steps=options.logging_steps,
+        # a run shorter than the logging interval still records its loss
+        logging_steps=min(options.logging_steps, options.max_steps)
+        if options.max_steps > 0
+        else options.logging_steps,
         save_strategy="no",
         report_to="none",
         seed=options.seed,
