@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from core.config import MODEL_NAMES, ArenaConfig, ensure_offline_if_unreachable, is_local_path
+from core.precision import cpu_has_native_bf16, int8_kernel_available, quantize_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +75,40 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """bf16 on CUDA, fp32 on the CPU unless asked; fp16 is refused (T5 overflows in fp16)."""
+    """The compute dtype; fp16 is refused (T5 overflows in fp16).
+
+    ``auto`` is bf16 on CUDA and on CPUs with hardware bf16, else fp32. ``int8`` computes in
+    bf16 (its int8 decoder weights are applied by :func:`use_int8_weights`).
+    """
     table = {
         "float32": torch.float32,
         "fp32": torch.float32,
         "bfloat16": torch.bfloat16,
         "bf16": torch.bfloat16,
+        "int8": torch.bfloat16,
     }
     if dtype in ("float16", "fp16", "half"):
         raise ModelLoadError("float16 is not supported: T5 overflows in fp16; use bfloat16 or float32")
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        fast_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        return torch.bfloat16 if fast_bf16 else torch.float32
     if dtype not in table:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or auto")
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose float32, bfloat16, int8 or auto")
     return table[dtype]
+
+
+def use_int8_weights(dtype: str, device: torch.device) -> bool:
+    """Whether decoder weights are stored in int8 (see :mod:`core.precision`).
+
+    ``auto`` turns it on where it is measured to win: a CPU with hardware bf16 (``python -m
+    bench``: ~1.5x faster generation than bf16 alone, ~2x than fp32, at a quarter of fp32's
+    decoder memory). ``int8`` asks for it explicitly (CPU only).
+    """
+    if dtype == "int8":
+        if device.type != "cpu" or not int8_kernel_available():
+            raise ModelLoadError(f"dtype int8 needs a CPU with PyTorch's int8 weight kernel, not {device}")
+        return True
+    return dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16() and int8_kernel_available()
 
 
 def _check_local_dir(location: str, required: tuple[str, ...], what: str) -> None:
@@ -234,6 +255,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
     ensure_offline_if_unreachable(config)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    int8 = use_int8_weights(config.dtype, device)
     result = ModelSet(config=config)
     locations = config.models.as_dict()
 
@@ -270,6 +292,8 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
                 if _has_lora_layers(base):  # a half-applied adapter must not leak into original
                     base = load_seq2seq(locations["original"], device, dtype)
                 serving = base
+        if int8:  # after attach_lora: peft wraps only plain nn.Linear layers
+            quantize_decoder(serving)
         if "original" in names:
             try:
                 result.models["original"] = LoadedModel(
@@ -286,6 +310,8 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
             tokenizer = load_tokenizer(locations["full"])
             model = load_seq2seq(locations["full"], device, dtype)
             check_vocab(tokenizer, model, locations["full"])
+            if int8:
+                quantize_decoder(model)
             result.models["full"] = LoadedModel(
                 "full", locations["full"], model, tokenizer,
                 generation_defaults(locations["full"], model), threading.Lock(),

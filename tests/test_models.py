@@ -28,7 +28,9 @@ def tiny_config(paths: dict[str, str], **overrides):
 
 @pytest.fixture(scope="module")
 def model_set(tiny_checkpoints):
-    return load_model_set(tiny_config(tiny_checkpoints))
+    # fp32: these tests compare with plain transformers in fp32; the default fast path (bf16 +
+    # int8 decoder weights) has its own correctness tests in tests/test_perf_paths.py.
+    return load_model_set(tiny_config(tiny_checkpoints, dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +106,13 @@ def test_greedy_generation_is_deterministic(model_set, dialogue) -> None:
     assert first == second
 
 
-def test_float16_is_refused_and_auto_is_fp32_on_cpu() -> None:
+def test_float16_is_refused_and_auto_is_bf16_only_where_the_cpu_has_it() -> None:
+    from core.precision import cpu_has_native_bf16
+
     with pytest.raises(ModelLoadError, match="overflows in fp16"):
         resolve_dtype("float16", torch.device("cpu"))
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
 

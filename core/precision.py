@@ -1,0 +1,116 @@
+"""Fast CPU inference: bfloat16 compute with int8 weights in the decoder.
+
+Why: greedy decoding reads every decoder and ``lm_head`` weight once per generated token, so
+on a CPU it is bound by memory traffic and per-call overhead, not arithmetic. Storing those
+weights as int8 (one scale per output row) quarters the bytes of fp32, and PyTorch's
+``_weight_int8pack_mm`` kernel multiplies bf16 activations by them directly. The encoder runs
+once per dialogue on hundreds of tokens at a time, where dense bf16 matrix products are faster,
+so it stays bf16 - as do the decoder's cross-attention key/value projections, which only see
+encoder states.
+
+Weight-only quantization keeps activations in bf16 and treats every row of a batch alike, so
+a row's summary does not depend on what it was batched with (unlike dynamic int8 activation
+quantization, whose scale is shared across the batch). LoRA matrices are never quantized.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# Decoder projections that only ever see the encoder's states (hundreds of rows at once).
+DENSE_IN_DECODER = ("EncDecAttention.k", "EncDecAttention.v")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX).
+
+    Without it bf16 matrix products are emulated and slower than fp32.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
+@lru_cache(maxsize=1)
+def int8_kernel_available() -> bool:
+    """Whether ``torch._weight_int8pack_mm`` runs here (bf16 activations, int8 weights)."""
+    try:
+        x = torch.ones(1, 64, dtype=torch.bfloat16)
+        out = torch._weight_int8pack_mm(
+            x, torch.ones(8, 64, dtype=torch.int8), torch.ones(8, dtype=torch.bfloat16)
+        )
+    except (RuntimeError, AttributeError, NotImplementedError) as err:
+        logger.info("int8 weight kernel unavailable: %s", err)
+        return False
+    return bool(out.shape == (1, 8) and float(out[0, 0]) == 64.0)
+
+
+class Int8WeightLinear(nn.Module):
+    """A ``nn.Linear`` whose weight is stored as int8 with one scale per output feature.
+
+    ``weight`` keeps the name (as an int8 buffer) because transformers' T5 inspects
+    ``wo.weight.dtype`` and leaves activations alone when it is int8.
+    """
+
+    def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+        quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.register_buffer("weight", quantized.contiguous())
+        self.register_buffer("scales", scales.to(compute_dtype))
+        bias = None if linear.bias is None else linear.bias.detach().to(compute_dtype)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(self.scales.dtype)
+        out = torch._weight_int8pack_mm(rows, self.weight, self.scales)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
+
+
+def _quantizable(path: str) -> bool:
+    if "lora_" in path:  # adapters are small and trained in full precision; keep them exact
+        return False
+    if path.endswith("lm_head"):
+        return True
+    in_decoder = ".decoder." in f".{path}"
+    return in_decoder and not any(path.endswith(name) for name in DENSE_IN_DECODER)
+
+
+def quantize_decoder(model: Any) -> int:
+    """Swap the decoder's and ``lm_head``'s ``nn.Linear`` layers for int8-weight ones, in place.
+
+    Works on a plain T5 and on a peft model (the LoRA wrapper keeps its adapters and gets an
+    int8 base layer). Returns how many layers were converted. The model must already be in
+    its compute dtype (bf16).
+    """
+    converted = 0
+    for parent_path, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            path = f"{parent_path}.{child_name}" if parent_path else child_name
+            if type(child) is nn.Linear and _quantizable(path):
+                setattr(parent, child_name, Int8WeightLinear(child, child.weight.dtype))
+                converted += 1
+    logger.info("int8 weights in %d decoder layers", converted)
+    return converted

@@ -1,0 +1,150 @@
+"""The fast paths that ``python -m bench`` made the defaults keep outputs correct.
+
+* int8 decoder weights (``dtype="int8"``; what ``auto`` picks on CPUs with hardware bf16):
+  every layer converted, LoRA kept exact, close to the bf16 model it came from, and batch-
+  invariant - a row's summary doesn't depend on what it is batched with, so peft's mixed-
+  adapter batch (original + LoRA in one call) equals separate calls, and the report's batched
+  evaluation equals one dialogue at a time.
+* The original and LoRA rows really share one set of base weights (the memory figure P1).
+* The benchmark builds flan-t5-base's exact shape (checked on the meta device: no weights).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core.config import GenerationSettings, load_config
+from core.generation import summarize, summarize_many
+from core.models import load_model_set, resolve_dtype, use_int8_weights
+from core.precision import Int8WeightLinear, cpu_has_native_bf16, int8_kernel_available, quantize_decoder
+
+pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+
+SETTINGS = GenerationSettings(max_new_tokens=12, min_new_tokens=12, num_beams=1)
+
+
+def _config(paths: dict[str, str], dtype: str):
+    return load_config({}, preset="mini", device="cpu", dtype=dtype, **paths)
+
+
+@pytest.fixture(scope="module")
+def int8_set(tiny_checkpoints):
+    return load_model_set(_config(tiny_checkpoints, "int8"))
+
+
+@pytest.fixture(scope="module")
+def bf16_set(tiny_checkpoints):
+    return load_model_set(_config(tiny_checkpoints, "bfloat16"))
+
+
+@pytest.fixture(scope="module")
+def dialogues(data_dir) -> list[str]:
+    from core.data import load_split
+
+    return [r.dialogue for r in load_split(data_dir, "validation", limit=4)]
+
+
+def test_auto_picks_int8_weights_exactly_where_the_cpu_has_bf16() -> None:
+    cpu = torch.device("cpu")
+    assert use_int8_weights("auto", cpu) == cpu_has_native_bf16()
+    assert resolve_dtype("int8", cpu) == torch.bfloat16
+    assert not use_int8_weights("float32", cpu) and not use_int8_weights("bfloat16", cpu)
+
+
+def test_int8_linear_matches_the_dense_layer_it_replaces() -> None:
+    torch.manual_seed(0)
+    dense = nn.Linear(64, 48, bias=True).to(torch.bfloat16)
+    fast = Int8WeightLinear(dense)
+    assert fast.weight.dtype == torch.int8 and fast.weight.shape == (48, 64)
+    x = torch.randn(3, 5, 64, dtype=torch.bfloat16)
+    expected, got = dense(x).float(), fast(x).float()
+    assert got.shape == expected.shape
+    # int8 per-row rounding: error well under 2% of the output scale
+    assert (got - expected).abs().max() < 0.02 * expected.abs().max()
+
+
+def test_every_decoder_layer_is_int8_but_the_encoder_and_lora_stay_dense(int8_set) -> None:
+    assert int8_set.errors == {}
+    shared = int8_set.models["original"].model
+    assert shared is int8_set.models["lora"].model
+    for model in (shared, int8_set.models["full"].model):
+        kinds = {name: type(module) for name, module in model.named_modules()}
+        int8_layers = [n for n, k in kinds.items() if k is Int8WeightLinear]
+        dense = [n for n, k in kinds.items() if k is nn.Linear]
+        assert int8_layers and any(n.endswith("lm_head") for n in int8_layers)
+        assert all(".decoder." in f".{n}" or n.endswith("lm_head") for n in int8_layers)
+        assert not any("lora_" in n for n in int8_layers)
+        decoder_dense = [n for n in dense if ".decoder." in f".{n}" and "lora_" not in n]
+        assert all(n.endswith(("EncDecAttention.k", "EncDecAttention.v")) for n in decoder_dense)
+        assert any(".encoder." in f".{n}" for n in dense)
+    lora_params = [p for n, p in shared.named_parameters() if "lora_" in n]
+    assert lora_params and all(p.dtype in (torch.bfloat16, torch.float32) for p in lora_params)
+
+
+def test_quantizing_twice_converts_nothing_more(tiny_checkpoints) -> None:
+    models = load_model_set(_config(tiny_checkpoints, "int8"), names=("full",))
+    assert quantize_decoder(models.models["full"].model) == 0
+
+
+def test_int8_logits_stay_close_to_bf16(int8_set, bf16_set, dialogues) -> None:
+    from core.prompt import build_prompt
+
+    fast, ref = int8_set.models["full"], bf16_set.models["full"]
+    inputs = ref.tokenizer([build_prompt(dialogues[0])], return_tensors="pt")
+    start = torch.zeros((1, 1), dtype=torch.long)
+    with torch.inference_mode():
+        a = fast.model(**inputs, decoder_input_ids=start).logits.float()
+        b = ref.model(**inputs, decoder_input_ids=start).logits.float()
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
+
+
+def test_mixed_adapter_batch_equals_separate_calls_with_int8_weights(int8_set, dialogues) -> None:
+    together = {
+        rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, SETTINGS)
+    }
+    assert together["original"] != together["lora"]  # the adapter matters
+    for name in ("original", "lora", "full"):
+        alone = next(summarize_many(int8_set, dialogues, SETTINGS, names=(name,)))
+        assert [r.text for r in alone] == together[name]
+
+
+def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(int8_set, dialogues) -> None:
+    batched = {
+        rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, SETTINGS)
+    }
+    for i, dialogue in enumerate(dialogues):
+        one = {s.model: s.text for s in summarize(int8_set, dialogue, SETTINGS)}
+        assert one == {name: texts[i] for name, texts in batched.items()}
+
+
+def test_original_and_lora_share_the_base_weights_in_memory(int8_set) -> None:
+    shared = int8_set.models["original"].model
+    full = int8_set.models["full"].model
+
+    def storages(model) -> set[int]:
+        tensors = [*model.parameters(), *model.buffers()]
+        return {t.untyped_storage().data_ptr() for t in tensors if t.numel()}
+
+    base = {
+        t.untyped_storage().data_ptr()
+        for n, t in [*shared.named_parameters(), *shared.named_buffers()]
+        if "lora_" not in n and t.numel()
+    }
+    assert base <= storages(shared) and base.isdisjoint(storages(full))
+    lora_bytes = sum(p.numel() * p.element_size() for n, p in shared.named_parameters() if "lora_" in n)
+    base_bytes = sum(t.numel() * t.element_size() for t in [*full.parameters(), *full.buffers()])
+    assert lora_bytes < 0.2 * base_bytes  # the LoRA row costs its adapter, not a second model
+
+
+def test_bench_model_has_flan_t5_base_shape() -> None:
+    from transformers import T5ForConditionalGeneration
+
+    from bench.fixtures import BASE_PARAMETERS, base_config, untie_lm_head
+
+    with torch.device("meta"):
+        model = T5ForConditionalGeneration(base_config())
+        untie_lm_head(model)
+    assert model.lm_head.weight is not model.shared.weight
+    assert sum(p.numel() for p in model.parameters()) == BASE_PARAMETERS
