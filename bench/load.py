@@ -162,7 +162,11 @@ async def call(client: httpx.AsyncClient, url: str, name: str, payload: dict[str
     Returns the endpoint's value; raises :class:`Busy` for a full queue and
     :class:`Rejected` with the app's message for a ``gr.Error``.
     """
-    response = await client.post(f"{url}gradio_api/call/v2/{name}", json=payload)
+    # ASCII JSON (\uXXXX escapes): any text a client can send arrives, lone surrogates included.
+    body = json.dumps(payload, ensure_ascii=True)
+    response = await client.post(
+        f"{url}gradio_api/call/v2/{name}", content=body, headers={"Content-Type": "application/json"}
+    )
     if response.status_code == BUSY_STATUS:
         raise Busy(response.json().get("detail", "queue is full"))
     response.raise_for_status()

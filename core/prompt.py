@@ -19,7 +19,13 @@ def clean_text(text: str) -> str:
     """Normalise user text: unify newlines, drop NUL and other control characters.
 
     Tabs and newlines survive (dialogues put one turn per line); everything else below U+0020
-    and DEL would only confuse the tokenizer or the browser.
+    and DEL would only confuse the tokenizer or the browser. Lone surrogates (U+D800-U+DFFF,
+    which JSON's ``\\ud800`` escapes can deliver through the API) are dropped too: the tokenizer
+    raises on them.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return "".join(ch for ch in text if ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127))
+    return "".join(
+        ch
+        for ch in text
+        if ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127 and not 0xD800 <= ord(ch) <= 0xDFFF)
+    )
