@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from core import presentation as view
 from core.battles import BattleError, BattleStore
@@ -277,7 +278,8 @@ def test_fresh_evaluation_is_bounded_and_reports_progress(service: ArenaService)
 def test_cards_from_files_when_metadata_is_missing(model_set: ModelSet) -> None:
     cards = model_cards(model_set.config)
     original, lora = cards["original"], cards["lora"]
-    expected = sum(p.numel() for p in model_set.models["full"].model.parameters())
+    weights = Path(model_set.config.models.original) / "model.safetensors"
+    expected = sum(t.numel() for t in load_file(str(weights)).values())  # tensors, not headers
     assert original.total_params == expected and original.trainable_params == 0
     assert lora.method == "lora" and 0 < lora.trainable_params < lora.total_params
     assert lora.size_on_disk_bytes < cards["full"].size_on_disk_bytes
