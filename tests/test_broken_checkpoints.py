@@ -135,7 +135,8 @@ def dialogue(data_dir: str) -> str:
 
 
 def _plain_generate(location: str, dialogue: str) -> str:
-    """The model at ``location`` loaded on its own with plain transformers, no peft."""
+    """The model at ``location`` loaded on its own with plain transformers, no peft (fp32, so
+    the model sets under test load in fp32 too: the bf16/int8 fast path has its own tests)."""
     tokenizer = AutoTokenizer.from_pretrained(location)
     model = AutoModelForSeq2SeqLM.from_pretrained(location).eval()
     inputs = tokenizer(build_prompt(fit_dialogue(tokenizer, dialogue).dialogue), return_tensors="pt")
@@ -164,7 +165,9 @@ def test_a_broken_part_takes_down_only_its_column(
 ) -> None:
     broken, breakage, cause = BREAKAGES[case]
     locations = _broken_copy(tiny_checkpoints, tmp_path, broken, breakage)
-    models = load_model_set(load_config({}, preset="mini", device="cpu", **locations))  # must not raise
+    models = load_model_set(
+        load_config({}, preset="mini", device="cpu", dtype="float32", **locations)
+    )  # must not raise
 
     down = {"original", "lora"} if broken == "original" else {broken}  # lora needs the original
     assert set(models.errors) == down, models.errors
@@ -195,7 +198,7 @@ def test_adapter_recording_another_base_is_served_with_a_visible_warning(
         path.write_text(json.dumps(config))
 
     locations = _broken_copy(tiny_checkpoints, tmp_path, "lora", rename_base)
-    models = load_model_set(load_config({}, preset="mini", device="cpu", **locations))
+    models = load_model_set(load_config({}, preset="mini", device="cpu", dtype="float32", **locations))
     assert models.errors == {}
     status = models.status("lora")
     assert status.startswith("loaded with a warning") and "google/flan-t5-large" in status
