@@ -52,6 +52,7 @@ logger = logging.getLogger("arena.app")
 GENERATE_CONCURRENCY = 2
 LIGHT_CONCURRENCY = 16
 QUEUE_MAX_SIZE = 512
+MAX_UPLOAD = "1mb"  # gradio's upload route exists in every app; this one needs no uploads
 RANKINGS = ("A > B > C", "A > C > B", "B > A > C", "B > C > A", "C > A > B", "C > B > A")
 ALL_BAD = "All bad"
 
@@ -538,4 +539,6 @@ if __name__ == "__main__":
     demo.queue(default_concurrency_limit=LIGHT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     # server_name / server_port unset: gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
     # run_history=False: pasted dialogues are not kept in the visitor's browser storage.
-    demo.launch(theme=THEME, css=CSS, footer_links=["api"], run_history=False)
+    # max_file_size: the app takes no files, but gradio's /gradio_api/upload route is always
+    # open; without a cap anyone could fill the Space's disk through it.
+    demo.launch(theme=THEME, css=CSS, footer_links=["api"], run_history=False, max_file_size=MAX_UPLOAD)

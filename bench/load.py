@@ -265,11 +265,14 @@ async def _run(options: LoadOptions, report: LoadReport) -> list[tuple[str, str,
                 )  # fmt: skip
                 if result is not None:
                     models = result.get("models", {}) if isinstance(result, dict) else {}
-                    failed = [n for n, m in models.items() if m.get("error") or not m.get("summary")]
+                    failed = {n: m.get("error") for n, m in models.items() if m.get("error")}
                     if len(models) != 3 or failed:
                         report.compare.answered -= 1
                         report.compare.errors += 1
-                        report.compare.messages[f"incomplete answer: {failed or models}"[:80]] += 1
+                        report.compare.messages[f"model error: {failed or models}"[:80]] += 1
+                    for name in (n for n, m in models.items() if not m.get("error") and not m.get("summary")):
+                        # Tiny random models sometimes stop at once: an answer, just an empty one.
+                        report.compare.messages[f"empty summary from {name}"] += 1
 
         logger.info("compare: %d clients x %d requests", options.compare_clients, options.compare_requests)
         await _timed(report.compare, [compare_client(k) for k in range(options.compare_clients)])

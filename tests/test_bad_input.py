@@ -342,6 +342,14 @@ def test_the_file_route_serves_no_arbitrary_file(app_server) -> None:
             assert b"root:" not in response.content and b"SQLite format" not in response.content
 
 
+@pytest.mark.slow
+def test_uploads_are_capped(app_url: str) -> None:
+    """The app takes no files, but gradio's upload route is always there: it must be bounded."""
+    big = b"\0" * (2 * 1024 * 1024)
+    response = httpx.post(app_url + "gradio_api/upload", files={"files": ("big.bin", big)}, timeout=60)
+    assert response.status_code == 413, (response.status_code, response.text[:200])
+
+
 # ---------------------------------------------------------------------------- in a real browser
 
 
