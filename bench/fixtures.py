@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,8 +45,8 @@ class BenchCheckpoints:
     lora: str
     data: str
 
-    def config(self, **overrides: str) -> ArenaConfig:
-        """An app configuration pointing at these checkpoints (``dtype``/``device`` overridable)."""
+    def config(self, **overrides: Any) -> ArenaConfig:
+        """An app configuration pointing at these checkpoints (``dtype``/``device``/``threads``)."""
         return ArenaConfig(
             preset="flan-t5-base",
             preset_reason="benchmark: random weights with flan-t5-base's shape",
@@ -54,6 +55,7 @@ class BenchCheckpoints:
             generation=FORCED_SETTINGS,
             device=overrides.get("device", "cpu"),
             dtype=overrides.get("dtype", "auto"),
+            threads=overrides.get("threads"),
             votes_db=str(self.root / "votes.sqlite"),
             checkpoints=str(self.root),
         )

@@ -12,7 +12,9 @@ Environment variables (all optional):
 ``ARENA_LORA``          directory of the LoRA adapter (applied on top of the original)
 ``ARENA_DATA``          DialogSum: hub id or local directory (``validation.jsonl``...)
 ``ARENA_DEVICE``        ``cpu``, ``cuda`` or ``auto`` (default)
-``ARENA_DTYPE``         ``float32``, ``bfloat16`` or ``auto`` (default: bf16 on CUDA, else fp32)
+``ARENA_DTYPE``         ``float32``, ``bfloat16``, ``int8`` or ``auto`` (default: bf16 on CUDA; on a
+                        CPU with hardware bf16, bf16 with int8 decoder weights; else fp32)
+``ARENA_THREADS``       CPU threads per generate call (default 1: see ``core.models.cpu_threads``)
 ``ARENA_MAX_NEW_TOKENS``  generation length cap (default 200)
 ``ARENA_NUM_BEAMS``     beams for beam search (default: the model's generation_config)
 ``ARENA_VOTES_DB``      SQLite file for human-evaluation votes
@@ -101,6 +103,7 @@ class ArenaConfig:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     device: str = "auto"
     dtype: str = "auto"
+    threads: int | None = None  # CPU intra-op threads; None = core.models.DEFAULT_CPU_THREADS
     votes_db: str = str(PROJECT_ROOT / "data" / "votes.sqlite")
     checkpoints: str = str(PROJECT_ROOT / "checkpoints")
 
@@ -222,6 +225,7 @@ def load_config(
         generation=generation,
         device=device or env.get("ARENA_DEVICE") or "auto",
         dtype=dtype or env.get("ARENA_DTYPE") or "auto",
+        threads=_env_int(env, "ARENA_THREADS"),
         votes_db=votes_db or env.get("ARENA_VOTES_DB") or str(PROJECT_ROOT / "data" / "votes.sqlite"),
         checkpoints=checkpoints,
     )

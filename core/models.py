@@ -97,6 +97,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+# One intra-op thread per generate call. Batch-1 decoding is a chain of ~1,000 small ops per
+# token; splitting each across threads costs a synchronization per op, and when another
+# process holds a core (a shared host) every op waits for it: measured by ``python -m bench``
+# on a busy 2-core machine, one thread generated 3-6x faster than two.
+DEFAULT_CPU_THREADS = 1
+
+
+def cpu_threads(config: ArenaConfig) -> int:
+    """Intra-op threads for CPU generation: ``ARENA_THREADS`` or :data:`DEFAULT_CPU_THREADS`."""
+    threads = config.threads if config.threads is not None else DEFAULT_CPU_THREADS
+    if threads < 1:
+        raise ModelLoadError(f"ARENA_THREADS must be at least 1, got {threads}")
+    return threads
+
+
 def use_int8_weights(dtype: str, device: torch.device) -> bool:
     """Whether decoder weights are stored in int8 (see :mod:`core.precision`).
 
@@ -189,8 +204,10 @@ def generation_defaults(location: str, model: Any) -> dict[str, Any]:
     if path.is_file():
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ModelLoadError(f"{path} is not valid JSON ({err.msg})") from err
+        except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
+            raise ModelLoadError(f"{path} is not valid JSON ({_describe(err)})") from err
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{path} is not valid JSON (expected an object)")
     else:
         raw = model.generation_config.to_diff_dict() if getattr(model, "generation_config", None) else {}
     keep = (
@@ -214,9 +231,12 @@ def adapter_base_warning(adapter_dir: str, base_location: str) -> str | None:
     """Say so when an adapter records a different base model than the one loaded."""
     config_path = Path(adapter_dir) / "adapter_config.json"
     try:
-        recorded = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
-    except (OSError, json.JSONDecodeError) as err:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
         raise ModelLoadError(f"adapter config {config_path} is unreadable: {_describe(err)}") from err
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"adapter config {config_path} is unreadable: expected a JSON object")
+    recorded = raw.get("base_model_name_or_path") or ""
     if _same_base(str(recorded), base_location):
         return None
     return f"adapter {adapter_dir} was trained on {recorded!r} but is applied to {base_location!r}"
@@ -256,6 +276,8 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     int8 = use_int8_weights(config.dtype, device)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(config))  # process-wide: the app serves from this one set
     result = ModelSet(config=config)
     locations = config.models.as_dict()
 

@@ -5,6 +5,7 @@
   invariant - a row's summary doesn't depend on what it is batched with, so peft's mixed-
   adapter batch (original + LoRA in one call) equals separate calls, and the report's batched
   evaluation equals one dialogue at a time.
+* One intra-op thread per CPU generate call unless ``ARENA_THREADS`` says otherwise.
 * The original and LoRA rows really share one set of base weights (the memory figure P1).
 * The benchmark builds flan-t5-base's exact shape (checked on the meta device: no weights).
 """
@@ -17,7 +18,14 @@ from torch import nn
 
 from core.config import GenerationSettings, load_config
 from core.generation import summarize, summarize_many
-from core.models import load_model_set, resolve_dtype, use_int8_weights
+from core.models import (
+    DEFAULT_CPU_THREADS,
+    ModelLoadError,
+    cpu_threads,
+    load_model_set,
+    resolve_dtype,
+    use_int8_weights,
+)
 from core.precision import Int8WeightLinear, cpu_has_native_bf16, int8_kernel_available, quantize_decoder
 
 pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
@@ -25,8 +33,8 @@ pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="no int8 wei
 SETTINGS = GenerationSettings(max_new_tokens=12, min_new_tokens=12, num_beams=1)
 
 
-def _config(paths: dict[str, str], dtype: str):
-    return load_config({}, preset="mini", device="cpu", dtype=dtype, **paths)
+def _config(paths: dict[str, str], dtype: str, env: dict[str, str] | None = None):
+    return load_config(env or {}, preset="mini", device="cpu", dtype=dtype, **paths)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +59,21 @@ def test_auto_picks_int8_weights_exactly_where_the_cpu_has_bf16() -> None:
     assert use_int8_weights("auto", cpu) == cpu_has_native_bf16()
     assert resolve_dtype("int8", cpu) == torch.bfloat16
     assert not use_int8_weights("float32", cpu) and not use_int8_weights("bfloat16", cpu)
+
+
+def test_cpu_generation_uses_one_thread_unless_configured(tiny_checkpoints) -> None:
+    before = torch.get_num_threads()
+    try:
+        load_model_set(_config(tiny_checkpoints, "float32"), names=("full",))
+        assert torch.get_num_threads() == DEFAULT_CPU_THREADS == 1
+        two = _config(tiny_checkpoints, "float32", {"ARENA_THREADS": "2"})
+        assert two.threads == 2 and cpu_threads(two) == 2
+        load_model_set(two, names=("full",))
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ModelLoadError, match="ARENA_THREADS"):
+            cpu_threads(_config(tiny_checkpoints, "float32", {"ARENA_THREADS": "0"}))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_int8_linear_matches_the_dense_layer_it_replaces() -> None:

@@ -1,0 +1,378 @@
+"""``python -m bench``: speed and memory of the arena on flan-t5-base's real shape.
+
+Builds random-weight checkpoints with flan-t5-base's exact shape (latency and memory don't
+depend on weight values) in a temporary directory, then measures - each in a fresh process,
+through the app's own loader (``core.models.load_model_set``) and generation
+(``core.generation.summarize``/``summarize_many``), with input 256 tokens and output forced
+to 50 tokens:
+
+  P1  peak RSS of the app's three-model set / one model alone          (goal <= 2.1)
+  P2  all three summaries of one dialogue / one batch-1 generate       (goal <= 2.0)
+  P3  one batch-1 generate / its physical floor measured in this run   (goal <= 1.6)
+  P4  report throughput batched / one dialogue at a time               (goal >= 3)
+  P5  LoRA / full training step time and peak RSS (batch 4)            (goal <= 0.6 each)
+  P6  seconds from ``python app.py`` (offline, default preset) to HTTP 200  (goal <= 20)
+
+It prints a table and, as its last line, one JSON object with the P-figures. Ratios are taken
+within one run, so they hold on a busy machine; absolute seconds do not.
+
+Examples:
+    python -m bench                       # everything (~6-10 min on 2 CPU cores)
+    python -m bench --quick               # fewer repeats and dialogues (development)
+    python -m bench --only P2,P3          # some figures only
+    python -m bench --workdir /tmp/bench  # keep and reuse the built checkpoints
+    python -m bench --dtype float32       # the app path at another precision
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
+GOALS = {
+    "P1_memory_ratio": ("<=", 2.1),
+    "P2_compare_ratio": ("<=", 2.0),
+    "P3_floor_ratio": ("<=", 1.6),
+    "P4_eval_speedup": (">=", 3.0),
+    "P5_lora_step_ratio": ("<=", 0.6),
+    "P5_lora_memory_ratio": ("<=", 0.6),
+    "P6_cold_start_s": ("<=", 20.0),
+}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+COLD_START_CAP_S = 120.0
+GIB = 1024**3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Measure the arena's speed and memory (P1-P6 of the performance issue) on models "
+            "with flan-t5-base's shape and random weights. Prints a table, then one JSON line."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Examples:")[1] if __doc__ else None,
+    )
+    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures, e.g. P2,P3")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, dialogues and steps")
+    parser.add_argument("--workdir", help="where to build (and reuse) the checkpoints; default: a temp dir")
+    parser.add_argument("--data", help="DialogSum directory or hub id (default: the project's)")
+    parser.add_argument(
+        "--dtype", default="auto", help="precision of the app path: auto (default), float32, bfloat16, int8"
+    )
+    parser.add_argument("--no-variants", action="store_true", help="skip the P3 precision comparison")
+    parser.add_argument("--dialogues", type=int, help="P4 dialogues (default 8, quick 4)")
+    parser.add_argument("--batch-sizes", default="8", help="P4 batch sizes to try (default 8)")
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="P5 with gradient checkpointing (both methods)"
+    )
+    return parser
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", GRADIO_ANALYTICS_ENABLED="False",
+        TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(PROJECT_ROOT),
+    )  # fmt: skip
+    return env
+
+
+def run_worker(task: str, spec: dict[str, Any], log: Path) -> dict[str, Any]:
+    """Run ``bench.worker`` in a fresh process and return its JSON result."""
+    with log.open("a", encoding="utf-8") as err:
+        err.write(f"\n=== {task} {json.dumps(spec)}\n")
+        err.flush()
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.worker", task, json.dumps(spec)],
+            cwd=str(PROJECT_ROOT),
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            check=False,
+        )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"bench worker {task} failed (exit {proc.returncode}); see {log}")
+    return json.loads(lines[-1])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cold_start(log: Path, cap_s: float = COLD_START_CAP_S) -> dict[str, Any]:
+    """P6: seconds from launching ``python app.py`` offline until its page answers HTTP 200."""
+    from core.config import load_config
+
+    reason = load_config(env={k: v for k, v in os.environ.items() if k.startswith("ARENA_")}).preset_reason
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **_env(), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+            "ARENA_VOTES_DB": str(Path(tmp) / "votes.sqlite"),
+        }  # fmt: skip
+        with log.open("a", encoding="utf-8") as out:
+            out.write("\n=== cold start: python app.py\n")
+            out.flush()
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "app.py"],
+                cwd=str(PROJECT_ROOT),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            seconds, status = None, "did not serve"
+            try:
+                while time.perf_counter() - start < cap_s:
+                    if proc.poll() is not None:
+                        status = f"app exited with code {proc.returncode}"
+                        break
+                    try:
+                        with urllib.request.urlopen(url, timeout=2) as response:
+                            if response.status == 200:
+                                seconds, status = time.perf_counter() - start, "served"
+                                break
+                    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                        pass
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+    return {"seconds": seconds if seconds is not None else cap_s, "status": status, "preset": reason}
+
+
+def _goal_text(key: str, value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    op, target = GOALS[key]
+    met = value <= target if op == "<=" else value >= target
+    return f"goal {op} {target:g}: {'met' if met else 'MISSED'}"
+
+
+def _row(rows: list[tuple[str, str, str]], name: str, value: str, note: str = "") -> None:
+    rows.append((name, value, note))
+    print(f"  {name:<44} {value:>12}  {note}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
+    unknown = only - set(FIGURES)
+    if unknown:
+        print(f"error: unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}")
+        return 2
+    os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+    from bench.fixtures import build_checkpoints
+    from core.config import default_data_source
+
+    quick = args.quick
+    data = args.data or default_data_source()
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="arena-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "bench.log"
+    figures: dict[str, float | None] = dict.fromkeys(GOALS)
+    rows: list[tuple[str, str, str]] = []
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    print(f"python -m bench: {os.cpu_count()} CPUs, load average {load_before:.1f}; log: {log}", flush=True)
+    try:
+        needs_models = bool(only - {"P6"})
+        if needs_models:
+            t0 = time.perf_counter()
+            checkpoints = build_checkpoints(workdir / "checkpoints", data)
+            _row(
+                rows,
+                "build base-shape checkpoints (s)",
+                f"{time.perf_counter() - t0:.1f}",
+                "247,577,856 params",
+            )
+            spec = {
+                "root": str(checkpoints.root),
+                "data": data,
+                "dtype": args.dtype,
+                "repeats": 2 if quick else 3,
+            }
+
+        if "P1" in only:
+            one = run_worker("memory", {**spec, "names": ["full"]}, log)
+            three = run_worker("memory", {**spec, "names": ["original", "full", "lora"]}, log)
+            figures["P1_memory_ratio"] = three["peak_rss"] / one["peak_rss"]
+            _row(rows, "P1 peak RSS, one model (GiB)", f"{one['peak_rss'] / GIB:.2f}", f"dtype {args.dtype}")
+            _row(rows, "P1 peak RSS, three-model set (GiB)", f"{three['peak_rss'] / GIB:.2f}")
+            _row(
+                rows,
+                "P1_memory_ratio",
+                f"{figures['P1_memory_ratio']:.2f}",
+                _goal_text("P1_memory_ratio", figures["P1_memory_ratio"]),
+            )
+
+        if only & {"P2", "P3"}:
+            lat = run_worker("latency", spec, log)
+            single = lat["single_s"]
+            _row(
+                rows,
+                "batch-1 generate, 256 in / 50 out (s)",
+                f"{single:.2f}",
+                f"{lat['threads']} threads, dtype {args.dtype}",
+            )
+            _row(
+                rows,
+                f"  same at {lat['other_threads']} threads (s)",
+                f"{lat['single_other_threads_s']:.2f}",
+                "thread setting check",
+            )
+            if "P2" in only:
+                figures["P2_compare_ratio"] = lat["three_s"] / single
+                _row(rows, "all three summaries, one dialogue (s)", f"{lat['three_s']:.2f}")
+                _row(
+                    rows,
+                    "P2_compare_ratio",
+                    f"{figures['P2_compare_ratio']:.2f}",
+                    _goal_text("P2_compare_ratio", figures["P2_compare_ratio"]),
+                )
+            if "P3" in only:
+                work = lat["work"]
+                _row(rows, "memory read bandwidth (GB/s)", f"{lat['bandwidth'] / 1e9:.1f}", "measured now")
+                _row(
+                    rows,
+                    "matmul rate fp32 / bf16 (GFLOP/s)",
+                    f"{lat['matmul_fp32'] / 1e9:.0f} / {lat['matmul_bf16'] / 1e9:.0f}",
+                    "measured now",
+                )
+                _row(
+                    rows,
+                    "per-token weights (M params)",
+                    f"{work['per_token_params'] / 1e6:.1f}",
+                    "decoder (less cross k/v) + lm_head",
+                )
+                _row(
+                    rows, "one-time compute (GFLOP)", f"{work['once_flops'] / 1e9:.1f}", "encoder + cross k/v"
+                )
+                _row(rows, "floor, fp32 as shipped (s)", f"{lat['floor_fp32_s']:.2f}")
+                _row(
+                    rows,
+                    "floor, precision served (s)",
+                    f"{lat['floor_served_s']:.2f}",
+                    f"{lat['served_bytes_per_param']:.2f} B/param",
+                )
+                figures["P3_floor_ratio"] = single / lat["floor_fp32_s"]
+                _row(
+                    rows,
+                    "P3_floor_ratio",
+                    f"{figures['P3_floor_ratio']:.2f}",
+                    _goal_text("P3_floor_ratio", figures["P3_floor_ratio"]),
+                )
+                _row(
+                    rows,
+                    "  (vs floor of precision served)",
+                    f"{single / lat['floor_served_s']:.2f}",
+                    "information only",
+                )
+                if not args.no_variants and not quick:
+                    for variant in ("float32", "bfloat16"):
+                        if variant == args.dtype:
+                            continue
+                        res = run_worker("variant", {**spec, "variant": variant, "repeats": 2}, log)
+                        _row(
+                            rows,
+                            f"  batch-1 generate at {variant} (s)",
+                            f"{res['single_s']:.2f}",
+                            f"{res['single_s'] / lat['floor_fp32_s']:.2f} x floor (other process)",
+                        )
+
+        if "P4" in only:
+            dialogues = args.dialogues or (4 if quick else 8)
+            batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+            ev = run_worker("eval", {**spec, "dialogues": dialogues, "batch_sizes": batch_sizes}, log)
+            best = min(batch_sizes, key=lambda b: ev[f"batched_{b}_s"])
+            figures["P4_eval_speedup"] = ev["one_at_a_time_s"] / ev[f"batched_{best}_s"]
+            _row(
+                rows,
+                f"report, {dialogues} dialogues x 3 models, one at a time (s)",
+                f"{ev['one_at_a_time_s']:.1f}",
+            )
+            for b in batch_sizes:
+                _row(rows, f"report, batch size {b} (s)", f"{ev[f'batched_{b}_s']:.1f}")
+            _row(
+                rows,
+                "P4_eval_speedup",
+                f"{figures['P4_eval_speedup']:.2f}",
+                _goal_text("P4_eval_speedup", figures["P4_eval_speedup"]),
+            )
+
+        if "P5" in only:
+            steps = 2 if quick else 3
+            train_spec = {
+                **spec, "steps": steps, "batch_size": 4, "label_tokens": 48,
+                "gradient_checkpointing": args.gradient_checkpointing,
+            }  # fmt: skip
+            full = run_worker("train", {**train_spec, "method": "full"}, log)
+            lora = run_worker("train", {**train_spec, "method": "lora"}, log)
+            figures["P5_lora_step_ratio"] = lora["step_s"] / full["step_s"]
+            figures["P5_lora_memory_ratio"] = lora["peak_rss"] / full["peak_rss"]
+            gc = "on" if args.gradient_checkpointing else "off"
+            _row(
+                rows,
+                "train step full / LoRA (s)",
+                f"{full['step_s']:.2f} / {lora['step_s']:.2f}",
+                f"batch 4, fp32, grad. checkpointing {gc}",
+            )
+            _row(
+                rows,
+                "train peak RSS full / LoRA (GiB)",
+                f"{full['peak_rss'] / GIB:.2f} / {lora['peak_rss'] / GIB:.2f}",
+            )
+            _row(
+                rows,
+                "P5_lora_step_ratio",
+                f"{figures['P5_lora_step_ratio']:.2f}",
+                _goal_text("P5_lora_step_ratio", figures["P5_lora_step_ratio"]),
+            )
+            _row(
+                rows,
+                "P5_lora_memory_ratio",
+                f"{figures['P5_lora_memory_ratio']:.2f}",
+                _goal_text("P5_lora_memory_ratio", figures["P5_lora_memory_ratio"]),
+            )
+
+        if "P6" in only:
+            cs = cold_start(log)
+            figures["P6_cold_start_s"] = cs["seconds"]
+            _row(rows, "P6_cold_start_s", f"{cs['seconds']:.1f}", f"{cs['status']}; {cs['preset']}")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    print(
+        f"done in {time.perf_counter() - started:.0f} s; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (ratios compare measurements taken in this run)",
+        flush=True,
+    )
+    print(json.dumps({k: (round(v, 3) if v is not None else None) for k, v in figures.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

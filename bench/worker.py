@@ -1,0 +1,262 @@
+"""One benchmark measurement in its own process: ``python -m bench.worker TASK SPEC_JSON``.
+
+Each task prints its result as one JSON line on stdout (last line). Peak memory (ru_maxrss)
+is only meaningful in a fresh process, which is why every task runs in one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.fixtures import FORCED_SETTINGS, INPUT_TOKENS, OUTPUT_TOKENS, BenchCheckpoints, long_dialogue
+
+logger = logging.getLogger("bench.worker")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _checkpoints(spec: dict[str, Any]) -> BenchCheckpoints:
+    root = Path(spec["root"])
+    return BenchCheckpoints(
+        root, str(root / "original"), str(root / "full"), str(root / "lora"), spec["data"]
+    )
+
+
+def _load(spec: dict[str, Any], names: tuple[str, ...], dtype: str | None = None) -> Any:
+    from core.models import load_model_set
+
+    checkpoints = _checkpoints(spec)
+    config = checkpoints.config(dtype=dtype or spec["dtype"], threads=spec.get("threads"))
+    model_set = load_model_set(config, names=names)
+    if model_set.errors:
+        raise RuntimeError(f"benchmark models failed to load: {model_set.errors}")
+    return model_set
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _one_model(model_set: Any, dialogue: str, name: str = "full") -> Callable[[], Any]:
+    from core.generation import summarize_many
+
+    def run() -> Any:
+        (rows,) = list(summarize_many(model_set, [dialogue], FORCED_SETTINGS, names=(name,)))
+        if rows[0].error:
+            raise RuntimeError(rows[0].error)
+        return rows
+
+    return run
+
+
+def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """P1: load ``names`` as the app does, summarize one dialogue, report peak RSS."""
+    from core.generation import summarize
+
+    names = tuple(spec["names"])
+    start = time.perf_counter()
+    model_set = _load(spec, names)
+    load_s = time.perf_counter() - start
+    dialogue = long_dialogue(spec["data"], next(iter(model_set.models.values())).tokenizer)
+    results = list(summarize(model_set, dialogue, FORCED_SETTINGS, names=names))
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise RuntimeError(errors[0])
+    return {"names": list(names), "peak_rss": peak_rss_bytes(), "load_s": load_s}
+
+
+def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
+    """P2 + P3: all three summaries vs one batch-1 generate, and the measured physical floor."""
+    from bench.floor import floor_seconds, matmul_rate, memory_read_bandwidth, model_work
+    from core.generation import summarize
+
+    repeats = spec["repeats"]
+    model_set = _load(spec, ("original", "full", "lora"))
+    full = model_set.models["full"]
+    dialogue = long_dialogue(spec["data"], full.tokenizer)
+    one = _one_model(model_set, dialogue)
+
+    def three() -> None:
+        results = list(summarize(model_set, dialogue, FORCED_SETTINGS))
+        if any(r.error for r in results):
+            raise RuntimeError(next(r.error for r in results if r.error))
+
+    one()  # warm-up (first-call allocations, kernel selection)
+    singles, triples = [], []
+    for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits both alike
+        singles.append(_timed(one))
+        triples.append(_timed(three))
+    threads = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    other_threads = 2 if threads == 1 and cores > 1 else 1
+    torch.set_num_threads(other_threads)  # the app's thread setting against the alternative
+    single_other = statistics.median(_timed(one) for _ in range(max(1, repeats - 1)))
+    # The floor is the machine's best: measured with one thread and with every core.
+    bandwidth = rate_fp32 = rate_bf16 = 0.0
+    for count in sorted({1, cores}):
+        torch.set_num_threads(count)
+        bandwidth = max(bandwidth, memory_read_bandwidth())
+        rate_fp32 = max(rate_fp32, matmul_rate(torch.float32))
+        rate_bf16 = max(rate_bf16, matmul_rate(torch.bfloat16))
+    torch.set_num_threads(threads)
+    work = model_work(full.model, INPUT_TOKENS)
+    served_dtype = next(full.model.parameters()).dtype
+    served_rate = rate_bf16 if served_dtype == torch.bfloat16 else rate_fp32
+    floor_fp32 = floor_seconds(work, OUTPUT_TOKENS, bandwidth, rate_fp32, 4.0)
+    served_bytes_per_param = work.per_token_bytes_served / work.per_token_params
+    floor_served = floor_seconds(work, OUTPUT_TOKENS, bandwidth, served_rate, served_bytes_per_param)
+    return {
+        "single_s": statistics.median(singles),
+        "three_s": statistics.median(triples),
+        "singles": singles,
+        "triples": triples,
+        "bandwidth": bandwidth,
+        "matmul_fp32": rate_fp32,
+        "matmul_bf16": rate_bf16,
+        "work": work.as_dict(),
+        "floor_fp32_s": floor_fp32,
+        "floor_served_s": floor_served,
+        "served_bytes_per_param": served_bytes_per_param,
+        "threads": threads,
+        "other_threads": other_threads,
+        "single_other_threads_s": single_other,
+    }
+
+
+def task_variant(spec: dict[str, Any]) -> dict[str, Any]:
+    """One batch-1 generate of the full model at another precision (``spec['variant']``)."""
+    model_set = _load(spec, ("full",), dtype=spec["variant"])
+    dialogue = long_dialogue(spec["data"], model_set.models["full"].tokenizer)
+    one = _one_model(model_set, dialogue)
+    one()
+    times = [_timed(one) for _ in range(spec["repeats"])]
+    return {"variant": spec["variant"], "single_s": statistics.median(times), "times": times}
+
+
+def task_eval(spec: dict[str, Any]) -> dict[str, Any]:
+    """P4: the report's generation path (``train.evaluate.generate_all``), batched vs one at a time."""
+    from core.data import load_split
+    from train.evaluate import GenerationCache, generate_all
+
+    model_set = _load(spec, ("original", "full", "lora"))
+    records = load_split(spec["data"], "test", limit=spec["dialogues"])
+    results: dict[str, Any] = {"dialogues": len(records)}
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def run(batch_size: int, label: str) -> float:
+            cache = GenerationCache(Path(tmp) / f"{label}.jsonl")  # empty: every summary is generated
+            start = time.perf_counter()
+            _, errors, _ = generate_all(
+                model_set, records, FORCED_SETTINGS, cache, batch_size, progress=False
+            )
+            if any(errors.values()):
+                raise RuntimeError(f"generation errors: {errors}")
+            return time.perf_counter() - start
+
+        generate_all(
+            model_set, records[:1], FORCED_SETTINGS, GenerationCache(Path(tmp) / "w.jsonl"), 1, progress=False
+        )
+        for batch_size in spec["batch_sizes"]:
+            results[f"batched_{batch_size}_s"] = run(batch_size, f"b{batch_size}")
+        results["one_at_a_time_s"] = run(1, "one")
+    return results
+
+
+def task_train(spec: dict[str, Any]) -> dict[str, Any]:
+    """P5: training steps of one method with the project's trainer settings, batch 4."""
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
+
+    from train.common import TrainOptions, _training_arguments, load_base, step_timer, wrap_lora
+
+    checkpoints = _checkpoints(spec)
+    method = spec["method"]
+    with tempfile.TemporaryDirectory() as tmp:
+        options = TrainOptions(
+            method=method,
+            base_model=checkpoints.original,
+            output_dir=str(Path(tmp) / method),
+            data=spec["data"],
+            max_steps=spec["steps"],
+            batch_size=spec["batch_size"],
+            logging_steps=1,
+            save_steps=10_000,
+            quiet=True,
+        ).validate()
+        tokenizer, model = load_base(options)
+        if method == "lora":
+            model = wrap_lora(model, options)
+        generator = torch.Generator().manual_seed(0)
+        rows = spec["batch_size"] * spec["steps"]
+        inputs = torch.randint(3, len(tokenizer) - 100, (rows, INPUT_TOKENS), generator=generator)
+        labels = torch.randint(3, len(tokenizer) - 100, (rows, spec["label_tokens"]), generator=generator)
+        dataset = Dataset.from_dict(
+            {
+                "input_ids": inputs.tolist(),
+                "attention_mask": torch.ones_like(inputs).tolist(),
+                "labels": labels.tolist(),
+            }
+        )
+        args = _training_arguments(options, Path(tmp) / "trainer")
+        args.gradient_checkpointing = bool(spec.get("gradient_checkpointing"))
+        timer = step_timer()
+        trainer = Seq2SeqTrainer(
+            model=model,
+            args=args,
+            data_collator=DataCollatorForSeq2Seq(
+                tokenizer, model=model, label_pad_token_id=-100, padding=True
+            ),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
+        trainer.train()
+    steady = timer.wall[1:] or timer.wall  # the first step pays one-off allocations
+    return {
+        "method": method,
+        "step_s": statistics.median(steady),
+        "steps": timer.wall,
+        "peak_rss": peak_rss_bytes(),
+        "gradient_checkpointing": args.gradient_checkpointing,
+    }
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "memory": task_memory,
+    "latency": task_latency,
+    "variant": task_variant,
+    "eval": task_eval,
+    "train": task_train,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] not in TASKS:
+        print(f"usage: python -m bench.worker {{{','.join(TASKS)}}} SPEC_JSON", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=os.environ.get("BENCH_LOG", "WARNING"))
+    result = TASKS[argv[0]](json.loads(argv[1]))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
