@@ -70,17 +70,20 @@ def read_jsonl(path: Path) -> list[Dialogue]:
     if not path.is_file():
         raise DataError(f"DialogSum file not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line")
-            records.append(record_from_row(row, source=str(path), line=number))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{number}: expected a JSON object per line")
+                records.append(record_from_row(row, source=str(path), line=number))
+    except UnicodeDecodeError as err:  # a corrupt file must be a DataError, like any other
+        raise DataError(f"{path}: not UTF-8 text ({err.reason})") from err
     if not records:
         raise DataError(f"{path}: no dialogues in file")
     return records

@@ -139,8 +139,10 @@ def card_for(name: str, location: str, base_location: str | None = None) -> Mode
     if card.base_model is None and adapter:
         try:
             config = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
-            card.base_model = config.get("base_model_name_or_path") or None
-        except (OSError, json.JSONDecodeError):
+            card.base_model = (
+                config.get("base_model_name_or_path") if isinstance(config, dict) else None
+            ) or None
+        except (OSError, ValueError):  # ValueError: bad JSON, and bytes that aren't UTF-8
             pass
     if card.total_params is None:
         own = count_safetensors_params(directory)

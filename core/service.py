@@ -623,6 +623,6 @@ def read_report(report_dir: str | Path) -> dict[str, Any] | None:
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
         raise InputError(f"the evaluation report {path} is unreadable: {err}") from err
     return normalise_report(raw, source=str(path))

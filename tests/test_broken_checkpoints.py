@@ -18,8 +18,9 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from core.config import GenerationSettings, load_config
+from core.config import MODEL_NAMES, GenerationSettings, load_config
 from core.generation import fit_dialogue, summarize
+from core.model_cards import model_cards
 from core.models import load_model_set
 from core.prompt import build_prompt
 
@@ -80,6 +81,11 @@ def _garbage_json(path: Path) -> None:
     path.write_text('{"model_type": "t5", "d_model": ', encoding="utf-8")
 
 
+def _binary(path: Path) -> None:
+    """Bytes that are not even UTF-8 (a disk error, a botched copy)."""
+    path.write_bytes(b"\xff\xfe\x93\x00garbage\x81" * 64)
+
+
 # (model broken, what is done to its copy, text the error must contain besides the path)
 BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "full-missing-directory": ("full", lambda d: shutil.rmtree(d), "not found"),
@@ -124,6 +130,22 @@ BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     ),
     "lora-shape-mismatch": ("lora", _adapter_for_wider_base, "size mismatch"),
     "lora-broken-adapter-config": ("lora", lambda d: _garbage_json(d / "adapter_config.json"), "unreadable"),
+    "lora-binary-adapter-config": ("lora", lambda d: _binary(d / "adapter_config.json"), "unreadable"),
+    "lora-adapter-config-not-an-object": (
+        "lora",
+        lambda d: (d / "adapter_config.json").write_text("[1, 2]"),
+        "expected a JSON object",
+    ),
+    "original-binary-generation-config": (
+        "original",
+        lambda d: _binary(d / "generation_config.json"),
+        "not valid JSON",
+    ),
+    "full-binary-tokenizer": (
+        "full",
+        lambda d: _binary(d / "tokenizer.json"),
+        "tokenizer could not be loaded",
+    ),
 }
 
 
@@ -165,9 +187,9 @@ def test_a_broken_part_takes_down_only_its_column(
 ) -> None:
     broken, breakage, cause = BREAKAGES[case]
     locations = _broken_copy(tiny_checkpoints, tmp_path, broken, breakage)
-    models = load_model_set(
-        load_config({}, preset="mini", device="cpu", dtype="float32", **locations)
-    )  # must not raise
+    config = load_config({}, preset="mini", device="cpu", dtype="float32", **locations)
+    models = load_model_set(config)  # must not raise
+    assert set(model_cards(config)) == set(MODEL_NAMES)  # nor may the Models tab's cards
 
     down = {"original", "lora"} if broken == "original" else {broken}  # lora needs the original
     assert set(models.errors) == down, models.errors
@@ -198,7 +220,9 @@ def test_adapter_recording_another_base_is_served_with_a_visible_warning(
         path.write_text(json.dumps(config))
 
     locations = _broken_copy(tiny_checkpoints, tmp_path, "lora", rename_base)
-    models = load_model_set(load_config({}, preset="mini", device="cpu", dtype="float32", **locations))
+    config = load_config({}, preset="mini", device="cpu", dtype="float32", **locations)
+    models = load_model_set(config)  # must not raise
+    assert set(model_cards(config)) == set(MODEL_NAMES)  # nor may the Models tab's cards
     assert models.errors == {}
     status = models.status("lora")
     assert status.startswith("loaded with a warning") and "google/flan-t5-large" in status
@@ -213,7 +237,8 @@ def test_adapter_recording_another_base_is_served_with_a_visible_warning(
 def test_app_starts_with_broken_parts_and_compare_reports_each_column(
     tiny_checkpoints: dict[str, str], tmp_path: Path, dialogue: str
 ) -> None:
-    """The running app: a truncated full model and a mismatched adapter, original still serving."""
+    """The running app: a truncated full model, a mismatched adapter, unreadable metadata and
+    evaluation report; it starts, and the original still serves."""
     pytest.importorskip("gradio_client")
     from gradio_client import Client
 
@@ -221,8 +246,10 @@ def test_app_starts_with_broken_parts_and_compare_reports_each_column(
 
     locations = _broken_copy(tiny_checkpoints, tmp_path, "full", lambda d: _truncate(d / "model.safetensors"))
     locations = _broken_copy(locations, tmp_path, "lora", _adapter_for_wider_base)
+    locations = _broken_copy(locations, tmp_path, "original", lambda d: _binary(d / "arena.json"))
     checkpoints = tmp_path / "checkpoints"
-    checkpoints.mkdir()
+    (checkpoints / "mini" / "eval").mkdir(parents=True)
+    _binary(checkpoints / "mini" / "eval" / "summary.json")  # the Benchmark tab's report
     server = start_app(locations, str(tmp_path / "votes.sqlite"), str(checkpoints), tmp_path / "logs")
     try:
         client = Client(server.url, verbose=False)
@@ -236,3 +263,17 @@ def test_app_starts_with_broken_parts_and_compare_reports_each_column(
         assert columns["original"]["rouge"] is None  # no reference given: absent, not zero
     finally:
         server.stop()
+
+
+def test_corrupt_data_and_report_files_are_clear_errors(tmp_path: Path) -> None:
+    """Not checkpoints, but read at start-up too: bytes that aren't UTF-8 name the file."""
+    from core.data import DataError, read_jsonl
+    from core.service import InputError, read_report
+
+    data = tmp_path / "validation.jsonl"
+    data.write_bytes(b'{"fname": "a", "dialogue": "hi", "summary": "s"}\n' + b"\xff\xfe\x93\n")
+    with pytest.raises(DataError, match=r"validation\.jsonl: not UTF-8"):
+        read_jsonl(data)
+    _binary(tmp_path / "summary.json")
+    with pytest.raises(InputError, match=r"summary\.json is unreadable"):
+        read_report(tmp_path)

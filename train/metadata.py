@@ -100,7 +100,7 @@ def read_metadata(directory: str | Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
         logger.warning("ignoring unreadable %s: %s", path, err)
         return None
     return data if isinstance(data, dict) else None
