@@ -498,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--url", help="a running app on 127.0.0.1 (default: start one with a temporary votes DB)"
+        "--url",
+        help="a running app on 127.0.0.1 (default: start one with a temporary votes DB); the votes it "
+        "casts are stored like real ones, so only use an app with a throwaway votes DB",
     )
     parser.add_argument("--votes-db", help="with --url: the app's SQLite file, to verify storage exactly")
     parser.add_argument(
