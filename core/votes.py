@@ -137,7 +137,8 @@ class VoteStore:
                     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                     if str(mode).lower() != "wal":
                         logger.warning("votes database %s is not in WAL mode (%s)", self.path, mode)
-                    db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: committed = durable
+                    # synchronous stays FULL (per connection, SQLite's default): an acknowledged
+                    # vote survives a power cut too, at ~20 ms a vote, far above the vote rate.
                     db.execute("BEGIN IMMEDIATE")
                     try:
                         # Statement by statement: executescript() would COMMIT our transaction.
