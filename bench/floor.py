@@ -86,7 +86,7 @@ def model_work(model: Any, input_tokens: int) -> ModelWork:
     encoder_linear = sum(
         t.numel()
         for n, t in _tensors(inner.encoder)
-        if t.dim() == 2 and "embed" not in n and "lora_" not in n
+        if t.dim() == 2 and not any(skip in n for skip in ("embed", "relative_attention_bias", "lora_"))
     )
     attention = 4.0 * config.num_layers * input_tokens**2 * config.num_heads * config.d_kv
     once = 2.0 * (encoder_linear + once_linear) * input_tokens + attention

@@ -171,3 +171,57 @@ def test_bench_model_has_flan_t5_base_shape() -> None:
         untie_lm_head(model)
     assert model.lm_head.weight is not model.shared.weight
     assert sum(p.numel() for p in model.parameters()) == BASE_PARAMETERS
+
+
+def test_floor_counts_per_token_weights_and_one_time_compute(int8_set) -> None:
+    from bench.floor import floor_seconds, model_work
+
+    model = int8_set.models["full"].model
+    work = model_work(model, input_tokens=100)
+    decoder = [
+        t
+        for n, t in [*model.named_parameters(), *model.named_buffers()]
+        if n.startswith(("decoder.block", "decoder.final", "lm_head"))
+        and "relative_attention_bias" not in n
+        and "EncDecAttention.k" not in n
+        and "EncDecAttention.v" not in n
+        and not n.endswith("scales")
+    ]
+    assert work.per_token_params == sum(t.numel() for t in decoder)
+    assert work.per_token_bytes_served < 4 * work.per_token_params  # int8 weights are held
+    encoder = [
+        t
+        for n, t in model.encoder.named_parameters()
+        if t.dim() == 2 and "embed" not in n and "relative_attention_bias" not in n
+    ]
+    assert work.once_flops > 2 * 100 * sum(t.numel() for t in encoder)  # + attention + cross k/v
+    slow, fast = floor_seconds(work, 50, 1e9, 1e9), floor_seconds(work, 50, 2e9, 2e9)
+    assert slow == pytest.approx(2 * fast)
+
+
+def test_bench_cli_rejects_unknown_figures(capsys) -> None:
+    from bench.__main__ import main
+
+    assert main(["--only", "P9"]) == 2
+    assert "P9" in capsys.readouterr().out
+
+
+def test_report_batches_are_length_sorted_but_results_keep_input_order(int8_set, data_dir, tmp_path) -> None:
+    from core.data import load_split
+    from train.evaluate import GenerationCache, generate_all
+
+    records = load_split(data_dir, "validation", limit=5)
+    assert len({len(r.dialogue) for r in records}) > 1
+    batched, errors, _ = generate_all(
+        int8_set, records, SETTINGS, GenerationCache(tmp_path / "b.jsonl"), batch_size=3, progress=False
+    )
+    single, _, _ = generate_all(
+        int8_set, records, SETTINGS, GenerationCache(tmp_path / "s.jsonl"), batch_size=1, progress=False
+    )
+    assert not any(errors.values()) and batched == single
+
+
+def test_cpu_models_use_eager_attention(int8_set) -> None:
+    for name in ("original", "full"):
+        config = int8_set.models[name].model.config
+        assert config._attn_implementation == "eager"
