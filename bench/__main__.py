@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows,
                 "train step full / LoRA (s)",
                 f"{full['step_s']:.2f} / {lora['step_s']:.2f}",
-                f"batch 4, fp32, grad. checkpointing {gc}",
+                f"batch 4, fp32, 1 thread, grad. checkpointing {gc}",
             )
             _row(
                 rows,

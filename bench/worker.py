@@ -188,6 +188,9 @@ def task_train(spec: dict[str, Any]) -> dict[str, Any]:
 
     checkpoints = _checkpoints(spec)
     method = spec["method"]
+    # Same intra-op threads for both methods; one thread keeps a step's time steady when other
+    # processes share the cores (two threads stall on every op's barrier there).
+    torch.set_num_threads(spec.get("train_threads") or 1)
     with tempfile.TemporaryDirectory() as tmp:
         options = TrainOptions(
             method=method,
