@@ -201,21 +201,28 @@ def check_vocab(tokenizer: Any, model: Any, location: str) -> None:
         )
 
 
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`ModelLoadError` naming ``what`` otherwise."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
+        raise ModelLoadError(f"{what} is unreadable: not valid JSON ({_describe(err)})") from err
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{what} is unreadable: expected a JSON object")
+    return raw
+
+
 def generation_defaults(location: str, model: Any) -> dict[str, Any]:
     """Decoding defaults from a model's (or adapter's) ``generation_config.json``."""
     path = Path(location) / "generation_config.json"
     if path.is_file():
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
-            raise ModelLoadError(f"{path} is not valid JSON ({_describe(err)})") from err
-        if not isinstance(raw, dict):
-            raise ModelLoadError(f"{path} is not valid JSON (expected an object)")
+        raw = _read_json_object(path, str(path))
     else:
         raw = model.generation_config.to_diff_dict() if getattr(model, "generation_config", None) else {}
     keep = (
         "max_new_tokens", "num_beams", "no_repeat_ngram_size", "repetition_penalty",
         "length_penalty", "min_new_tokens", "early_stopping", "encoder_no_repeat_ngram_size",
+        "encoder_repetition_penalty",
     )  # fmt: skip
     return {k: raw[k] for k in keep if raw.get(k) is not None}
 
@@ -233,12 +240,7 @@ def _same_base(recorded: str, loaded: str) -> bool:
 def adapter_base_warning(adapter_dir: str, base_location: str) -> str | None:
     """Say so when an adapter records a different base model than the one loaded."""
     config_path = Path(adapter_dir) / "adapter_config.json"
-    try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
-        raise ModelLoadError(f"adapter config {config_path} is unreadable: {_describe(err)}") from err
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"adapter config {config_path} is unreadable: expected a JSON object")
+    raw = _read_json_object(config_path, f"adapter config {config_path}")
     recorded = raw.get("base_model_name_or_path") or ""
     if _same_base(str(recorded), base_location):
         return None
