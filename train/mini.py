@@ -57,7 +57,7 @@ class MiniOptions:
     num_heads: int = 4
     dropout: float = 0.1
     # span-corruption pre-training
-    denoisers: str = "0.15:3:1,0.5:8:1"
+    denoisers: str = "0.15:3:1"
     max_length: int = 256
     pretrain_steps: int = 400
     pretrain_lr: float = 2e-3
@@ -67,18 +67,19 @@ class MiniOptions:
     batch_size: int = 16
     label_smoothing: float = 0.1
     finetune_dropout: float | None = None
-    full_epochs: float = 10.0
+    full_epochs: float = 4.0
     full_steps: int = -1
     full_lr: float = 1e-3
-    lora_epochs: float = 10.0
+    lora_epochs: float = 3.0
     lora_steps: int = -1
-    lora_lr: float = 2e-3
+    lora_lr: float = 3e-3
     lora_r: int = 32
     lora_alpha: int = 32
     # decoding defaults (every model's generation_config.json)
     num_beams: int = 4
     no_repeat_ngram_size: int = 3
     repetition_penalty: float = 1.0
+    encoder_repetition_penalty: float = 1.0  # > 1 favours words of the dialogue (copying)
     length_penalty: float = 1.0
     max_new_tokens: int = 60
     min_new_tokens: int = 0
@@ -99,6 +100,8 @@ class MiniOptions:
             defaults.update(early_stopping=True, length_penalty=self.length_penalty)
         if self.repetition_penalty != 1.0:
             defaults["repetition_penalty"] = self.repetition_penalty
+        if self.encoder_repetition_penalty != 1.0:
+            defaults["encoder_repetition_penalty"] = self.encoder_repetition_penalty
         if self.min_new_tokens:
             defaults["min_new_tokens"] = self.min_new_tokens
         return defaults

@@ -47,6 +47,10 @@ class Denoiser:
     noise_density: float
     mean_span_length: float
     weight: float = 1.0
+    # False: T5's span corruption (the target lists only the hidden spans). True: the target is
+    # the whole original text (the T5 paper's "BERT-style"/BART-style variant), which teaches
+    # the decoder to copy from the encoder as well as to fill the gaps.
+    reconstruct: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.noise_density < 1.0:
@@ -62,17 +66,23 @@ DEFAULT_DENOISERS: tuple[Denoiser, ...] = (Denoiser(0.15, 3.0, 1.0), Denoiser(0.
 
 
 def parse_denoisers(spec: str) -> tuple[Denoiser, ...]:
-    """Parse ``"0.15:3:1,0.5:8:1"`` (density:mean_span[:weight], comma separated)."""
+    """Parse ``"0.15:3:1,0.15:3:1:full"``: density:mean_span[:weight[:full]], comma separated.
+
+    A trailing ``full`` makes that denoiser's target the whole original text.
+    """
     denoisers = []
     for part in spec.split(","):
         fields = [f for f in part.strip().split(":") if f]
+        reconstruct = bool(fields) and fields[-1] == "full"
+        if reconstruct:
+            fields = fields[:-1]
         if len(fields) not in (2, 3):
-            raise ValueError(f"denoiser {part!r} must read density:mean_span[:weight], e.g. 0.15:3:1")
+            raise ValueError(f"denoiser {part!r} must read density:mean_span[:weight[:full]], e.g. 0.15:3:1")
         try:
             values = [float(f) for f in fields]
         except ValueError as err:
             raise ValueError(f"denoiser {part!r} has a non-numeric field") from err
-        denoisers.append(Denoiser(*values))
+        denoisers.append(Denoiser(*values, reconstruct=reconstruct))
     if not denoisers:
         raise ValueError("at least one denoiser is needed")
     return tuple(denoisers)
@@ -166,7 +176,10 @@ class SpanCorruptionCollator:
             mask = random_spans_noise_mask(
                 len(ids), denoiser.noise_density, denoiser.mean_span_length, self._rng
             )
-            pairs.append(corrupt(ids, mask, self._sentinels, self.tokenizer.eos_token_id))
+            inputs, targets = corrupt(ids, mask, self._sentinels, self.tokenizer.eos_token_id)
+            if denoiser.reconstruct:
+                targets = [*ids, self.tokenizer.eos_token_id]
+            pairs.append((inputs, targets))
         pad = self.tokenizer.pad_token_id
         return {
             "input_ids": _pad([p[0] for p in pairs], pad, self.pad_to_multiple_of),
