@@ -67,10 +67,10 @@ class MiniOptions:
     batch_size: int = 16
     label_smoothing: float = 0.1
     finetune_dropout: float | None = None
-    full_epochs: float = 4.0
+    full_epochs: float = 2.0
     full_steps: int = -1
     full_lr: float = 1e-3
-    lora_epochs: float = 3.0
+    lora_epochs: float = 2.0
     lora_steps: int = -1
     lora_lr: float = 3e-3
     lora_r: int = 32
