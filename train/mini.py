@@ -189,6 +189,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
     decoding = options.generation_defaults()
     timings: dict[str, float] = {}
     load_before = os.getloadavg()
+    threads = torch.get_num_threads()  # now: loading models for the report may change it
     started = time.perf_counter()
 
     logger.info("[1/4] tokenizer: %d pieces", options.vocab_size)
@@ -279,7 +280,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "machine": platform.processor() or platform.machine(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
