@@ -13,7 +13,7 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoModelForSeq2SeqLM, TrainerCallback
 
-from core.config import DEFAULT_HUB_DATA, GenerationSettings, default_data_source, load_config
+from core.config import DEFAULT_HUB_DATA, PROJECT_ROOT, GenerationSettings, default_data_source, load_config
 from core.generation import summarize_many
 from core.models import load_model_set
 from train import cli
@@ -151,7 +151,8 @@ def test_metadata_and_model_card_are_complete(trained: dict[str, Any], method: s
     assert meta["method"] == method
     assert meta["examples"] == 4 and meta["steps"] == 5 and meta["data_split"] == "validation"
     assert {"torch", "transformers", "peft"} <= set(meta["library_versions"])
-    assert "/work/" not in json.dumps(meta)  # no machine-specific absolute paths
+    # No machine-specific absolute paths: the data beside the project is recorded relatively.
+    assert str(PROJECT_ROOT.parent) + "/" not in json.dumps(meta)
     card = (out / CARD_FILE).read_text()
     assert card.startswith("---\n")
     front = yaml.safe_load(card.split("---\n")[1])
