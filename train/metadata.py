@@ -165,7 +165,7 @@ def model_card(meta: dict[str, Any]) -> str:
             "from peft import PeftModel",
             "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
             "",
-            f"base = AutoModelForSeq2SeqLM.from_pretrained({meta['base_model']!r})",
+            f"base = AutoModelForSeq2SeqLM.from_pretrained({json.dumps(meta['base_model'])})",
             'model = PeftModel.from_pretrained(base, "path/to/this/adapter")',
             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/adapter")',
             "```",
