@@ -7,11 +7,15 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from core.config import DEFAULT_HUB_DATA, PRESETS, default_data_source
 from core.data import DataError
 from train.common import DEFAULT_LEARNING_RATES, TrainingError, TrainOptions, default_output_dir, train
+
+# The flags' defaults are TrainOptions' own, so the CLI and scripted callers cannot drift apart.
+DEFAULTS = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}
 
 DESCRIPTIONS = {
     "full": (
@@ -56,7 +60,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
             "files (default: the local copy beside the project if it has the split, else the Hub)"
         ),
     )
-    where.add_argument("--split", default="train", help="data split to train on (default: %(default)s)")
+    where.add_argument(
+        "--split", default=DEFAULTS["split"], help="data split to train on (default: %(default)s)"
+    )
     where.add_argument(
         "--limit", type=int, default=None, help="use only the first N dialogues (default: all)"
     )
@@ -87,9 +93,14 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     )
 
     how = parser.add_argument_group("optimisation")
-    how.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default: %(default)s)")
     how.add_argument(
-        "--max-steps", type=int, default=-1, help="stop after this many optimizer steps (overrides --epochs)"
+        "--epochs", type=float, default=DEFAULTS["epochs"], help="passes over the data (default: %(default)s)"
+    )
+    how.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEFAULTS["max_steps"],
+        help="stop after this many optimizer steps (overrides --epochs)",
     )
     how.add_argument(
         "--learning-rate",
@@ -99,31 +110,43 @@ def build_parser(method: str) -> argparse.ArgumentParser:
         help=f"peak learning rate (default: {DEFAULT_LEARNING_RATES[method]:g}, the lab's value)",
     )
     how.add_argument(
-        "--batch-size", type=int, default=8, help="examples per device per step (default: %(default)s)"
+        "--batch-size",
+        type=int,
+        default=DEFAULTS["batch_size"],
+        help="examples per device per step (default: %(default)s)",
     )
     how.add_argument(
         "--grad-accum",
         type=int,
-        default=1,
+        default=DEFAULTS["grad_accum"],
         help="accumulate gradients over N batches (effective batch = batch size x N; default: %(default)s)",
     )
     how.add_argument(
-        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)"
+        "--weight-decay",
+        type=float,
+        default=DEFAULTS["weight_decay"],
+        help="AdamW weight decay (default: %(default)s)",
     )
     how.add_argument(
         "--warmup-ratio",
         type=float,
-        default=0.0,
+        default=DEFAULTS["warmup_ratio"],
         help="share of steps spent warming up (default: %(default)s)",
     )
     how.add_argument(
-        "--label-smoothing", type=float, default=0.0, help="label smoothing factor (default: %(default)s)"
+        "--label-smoothing",
+        type=float,
+        default=DEFAULTS["label_smoothing"],
+        help="label smoothing factor (default: %(default)s)",
     )
     how.add_argument(
         "--dropout", type=float, default=None, help="override the model's dropout rate (default: keep it)"
     )
     how.add_argument(
-        "--seed", type=int, default=42, help="random seed for data order and init (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=DEFAULTS["seed"],
+        help="random seed for data order and init (default: %(default)s)",
     )
     how.add_argument(
         "--bf16",
@@ -133,39 +156,51 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     how.add_argument(
         "--max-source-length",
         type=int,
-        default=512,
+        default=DEFAULTS["max_source_length"],
         help="cut prompts to this many tokens (default: %(default)s)",
     )
     how.add_argument(
         "--max-target-length",
         type=int,
-        default=128,
+        default=DEFAULTS["max_target_length"],
         help="cut summaries to this many tokens (default: %(default)s)",
     )
     how.add_argument(
-        "--logging-steps", type=int, default=10, help="log the loss every N steps (default: %(default)s)"
+        "--logging-steps",
+        type=int,
+        default=DEFAULTS["logging_steps"],
+        help="log the loss every N steps (default: %(default)s)",
     )
     how.add_argument(
         "--save-steps",
         type=int,
-        default=500,
+        default=DEFAULTS["save_steps"],
         help="write a resumable checkpoint every N steps (default: %(default)s)",
     )
     if method == "lora":
         lora = parser.add_argument_group("LoRA")
         lora.add_argument(
-            "--lora-r", type=int, default=32, help="rank of the update matrices (default: %(default)s)"
+            "--lora-r",
+            type=int,
+            default=DEFAULTS["lora_r"],
+            help="rank of the update matrices (default: %(default)s)",
         )
         lora.add_argument(
-            "--lora-alpha", type=int, default=32, help="scaling numerator alpha (default: %(default)s)"
+            "--lora-alpha",
+            type=int,
+            default=DEFAULTS["lora_alpha"],
+            help="scaling numerator alpha (default: %(default)s)",
         )
         lora.add_argument(
-            "--lora-dropout", type=float, default=0.05, help="dropout on the LoRA path (default: %(default)s)"
+            "--lora-dropout",
+            type=float,
+            default=DEFAULTS["lora_dropout"],
+            help="dropout on the LoRA path (default: %(default)s)",
         )
         lora.add_argument(
             "--lora-targets",
             nargs="+",
-            default=["q", "v"],
+            default=list(DEFAULTS["lora_targets"]),
             help="module names to adapt, e.g. q k v o wi wo (default: q v)",
         )
     return parser
