@@ -11,8 +11,10 @@ import csv
 import io
 import json
 import logging
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,9 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CHOICES: tuple[str, ...] = ("A", "B", "C", "none")
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's lock before failing
+INIT_DEADLINE_S = 30.0  # how long initialise() keeps retrying while other processes hold the file
+INIT_FIRST_BACKOFF_S = 0.005  # first pause after a busy initialisation attempt; doubles each time
+INIT_MAX_BACKOFF_S = 0.5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -90,19 +95,37 @@ class Vote:
         return self.order_shown["ABC".index(self.choice)]
 
 
+def check_choice_and_ranking(
+    choice: str, ranking: Sequence[str] | None, order_shown: Sequence[str] = ("A", "B", "C")
+) -> None:
+    """Raise ``ValueError`` unless ``choice`` is valid and ``ranking`` agrees with it.
+
+    ``ranking`` (best first, or ``None``) names what ``order_shown`` names: the letters
+    ``A``/``B``/``C`` by default (the service checks a rater's input before a battle is used up),
+    or the models in the order shown (the store checks a :class:`Vote` before writing it). This
+    is the one place the rules live, so the service and the store cannot drift apart.
+    """
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if len(order_shown) != 3 or len(set(order_shown)) != 3:
+        raise ValueError(f"order_shown must name three different models, got {tuple(order_shown)!r}")
+    if ranking is None:
+        return
+    if sorted(ranking) != sorted(order_shown):
+        raise ValueError("a ranking must list each shown model exactly once")
+    if choice == "none":
+        raise ValueError('a full ranking contradicts "all bad"; send one or the other')
+    best = order_shown["ABC".index(choice)]
+    if ranking[0] != best:
+        raise ValueError(
+            f"the ranking must put the chosen best summary first: it puts {ranking[0]} first "
+            f"but the best pick is {best}"
+        )
+
+
 def validate_vote(vote: Vote) -> None:
     """Raise ``ValueError`` unless the vote is internally consistent."""
-    if vote.choice not in CHOICES:
-        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {vote.choice!r}")
-    if len(vote.order_shown) != 3 or len(set(vote.order_shown)) != 3:
-        raise ValueError(f"order_shown must name three different models, got {vote.order_shown!r}")
-    if vote.ranking is not None:
-        if sorted(vote.ranking) != sorted(vote.order_shown):
-            raise ValueError("a ranking must list each shown model exactly once")
-        if vote.choice == "none":
-            raise ValueError('a full ranking contradicts "all bad"; send one or the other')
-        if vote.ranking[0] != vote.choice_model:
-            raise ValueError("the ranking must put the chosen best summary first")
+    check_choice_and_ranking(vote.choice, vote.ranking, vote.order_shown)
 
 
 class VoteStore:
@@ -125,41 +148,78 @@ class VoteStore:
             connection.close()
 
     def initialise(self) -> None:
-        """Create the file, the tables and the schema version, and switch to WAL mode."""
+        """Create the file, the tables and the schema version, and switch to WAL mode.
+
+        Safe when several processes initialise the same new file at once (two app processes
+        started on one fresh database): a busy attempt is retried until ``INIT_DEADLINE_S``.
+        """
         if self._initialised:
             return
         with self._lock:
             if self._initialised:
                 return
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self._connect() as db:
-                    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                    if str(mode).lower() != "wal":
-                        logger.warning("votes database %s is not in WAL mode (%s)", self.path, mode)
-                    # synchronous stays FULL (per connection, SQLite's default): an acknowledged
-                    # vote survives a power cut too, at ~20 ms a vote, far above the vote rate.
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        # Statement by statement: executescript() would COMMIT our transaction.
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                db.execute(statement)
-                        row = db.execute("SELECT version FROM schema_version").fetchone()
-                        if row is None:
-                            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                        elif int(row[0]) != SCHEMA_VERSION:
-                            raise VoteStoreError(
-                                f"votes database {self.path} has schema version {row[0]}, "
-                                f"this code reads version {SCHEMA_VERSION}"
-                            )
-                        db.execute("COMMIT")
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-            except sqlite3.Error as err:
-                raise VoteStoreError(f"votes database {self.path} is unusable: {err}") from err
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Why retry rather than the busy timeout alone: switching a new file to WAL needs an
+            # exclusive lock, and SQLite answers SQLITE_BUSY at once there instead of calling
+            # the busy handler (measured: 6 processes on one new file, 4-7 rounds in 30 failed
+            # "database is locked" at PRAGMA journal_mode). Why retry rather than an exclusive
+            # lock file around creation: a lock file only orders processes that run this code,
+            # while a retry also outlasts any other holder (sqlite3 shell, a backup, a reader),
+            # needs no extra file beside the database and works on every platform. Both steps are
+            # idempotent (CREATE IF NOT EXISTS, one version row written under BEGIN IMMEDIATE),
+            # so an attempt that lost the race can simply run again. Backoff is exponential with
+            # jitter so the losers do not collide again in lockstep; the deadline bounds it.
+            deadline = time.monotonic() + INIT_DEADLINE_S
+            backoff = INIT_FIRST_BACKOFF_S
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    self._create_schema()
+                    break
+                except sqlite3.Error as err:
+                    pause = random.uniform(backoff / 2, backoff)
+                    if not _is_busy(err) or time.monotonic() + pause > deadline:
+                        detail = f" (still busy after {attempts} attempts)" if _is_busy(err) else ""
+                        raise VoteStoreError(
+                            f"votes database {self.path} is unusable: {err}{detail}"
+                        ) from err
+                    logger.debug(
+                        "votes database %s busy (%s); retry %d in %.3f s", self.path, err, attempts, pause
+                    )
+                    time.sleep(pause)
+                    backoff = min(backoff * 2, INIT_MAX_BACKOFF_S)
+            if attempts > 1:
+                logger.info("votes database %s initialised after %d attempts", self.path, attempts)
             self._initialised = True
+
+    def _create_schema(self) -> None:
+        """One initialisation attempt: WAL mode, tables and version row (``sqlite3.Error`` when busy)."""
+        with self._connect() as db:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                logger.warning("votes database %s is not in WAL mode (%s)", self.path, mode)
+            # synchronous stays FULL (per connection, SQLite's default): an acknowledged
+            # vote survives a power cut too, at ~20 ms a vote, far above the vote rate.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # Statement by statement: executescript() would COMMIT our transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                row = db.execute("SELECT version FROM schema_version").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise VoteStoreError(
+                        f"votes database {self.path} has schema version {row[0]}, "
+                        f"this code reads version {SCHEMA_VERSION}"
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # a failed COMMIT may already have rolled back
+                    db.execute("ROLLBACK")
+                raise
 
     def schema_version(self) -> int:
         """The version recorded in the database file."""
@@ -251,6 +311,15 @@ class VoteStore:
                 ]
             )
         return buffer.getvalue()
+
+
+def _is_busy(err: sqlite3.Error) -> bool:
+    """Whether ``err`` is SQLite's "another connection holds the lock" (worth retrying)."""
+    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11; extended codes keep the low byte
+    if code is not None:
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    text = str(err).lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
 def _row_to_vote(row: Sequence[Any]) -> Vote:

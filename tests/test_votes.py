@@ -5,12 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from core.votes import SCHEMA_VERSION, DuplicateVoteError, Vote, VoteStore, VoteStoreError
+from core import votes
+from core.votes import (
+    SCHEMA_VERSION,
+    DuplicateVoteError,
+    Vote,
+    VoteStore,
+    VoteStoreError,
+    check_choice_and_ranking,
+)
+
+INIT_PROCESSES = 6
+INIT_ROUNDS = 30
 
 
 def make_vote(battle_id: str = "b1", choice: str = "A", **overrides) -> Vote:
@@ -82,6 +96,25 @@ def test_inconsistent_votes_are_refused_and_not_stored(
     assert store.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("choice", "ranking", "message"),
+    [
+        ("D", None, "choice must be one of"),
+        ("A", ("A", "A", "B"), "exactly once"),
+        ("none", ("A", "B", "C"), "contradicts"),
+        ("B", ("A", "B", "C"), "puts A first but the best pick is B"),
+    ],
+)
+def test_the_one_consistency_check_reads_letters_too(
+    choice: str, ranking: tuple | None, message: str
+) -> None:
+    """The service checks a rater's letters with the same function the store checks votes with."""
+    with pytest.raises(ValueError, match=message):
+        check_choice_and_ranking(choice, ranking)
+    check_choice_and_ranking("B", ("B", "C", "A"))  # consistent: no error
+    check_choice_and_ranking("none", None)
+
+
 def test_user_text_is_data_not_sql(tmp_votes_db: str) -> None:
     nasty = "x'); DROP TABLE votes; --"
     store = VoteStore(tmp_votes_db)
@@ -127,3 +160,61 @@ def test_concurrent_writers_lose_nothing(tmp_votes_db: str) -> None:
             future.result()  # re-raises a worker's error here
     ids = [v.battle_id for v in VoteStore(tmp_votes_db).all()]
     assert len(ids) == 90 and len(set(ids)) == 90
+
+
+def _initialise_each(paths: list[str], barrier: Any, errors: Any) -> None:
+    """One process of the race below: for each fresh file, wait for the others, then initialise it."""
+    for round_no, path in enumerate(paths):
+        barrier.wait(timeout=60)  # all processes start on this file at the same moment
+        try:
+            store = VoteStore(path)
+            store.initialise()
+            if store.journal_mode() != "wal" or store.schema_version() != SCHEMA_VERSION:
+                raise AssertionError(f"{path}: not a WAL file with schema version {SCHEMA_VERSION}")
+        except (VoteStoreError, sqlite3.Error, AssertionError) as err:  # the parent fails on each
+            errors.put((round_no, f"{type(err).__name__}: {err}"))
+
+
+def test_processes_initialising_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Several app processes started on one fresh votes file must not trip over each other."""
+    context = multiprocessing.get_context("spawn")  # real separate processes, as two apps would be
+    paths = [str(tmp_path / f"round-{i}" / "votes.sqlite") for i in range(INIT_ROUNDS)]
+    barrier, errors = context.Barrier(INIT_PROCESSES), context.Queue()
+    workers = [
+        context.Process(target=_initialise_each, args=(paths, barrier, errors)) for _ in range(INIT_PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    alive = [w for w in workers if w.is_alive()]
+    for worker in alive:
+        worker.kill()
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert not alive, f"{len(alive)} initialising processes still running after 300 s"
+    assert [w.exitcode for w in workers] == [0] * INIT_PROCESSES
+    failed_rounds = sorted({round_no for round_no, _ in failures})
+    assert not failures, f"{len(failed_rounds)}/{INIT_ROUNDS} rounds failed: {failures[:5]}"
+    for path in paths:
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_initialise_gives_up_on_a_file_locked_past_its_deadline(
+    tmp_votes_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry is bounded: a file held locked for good fails with a clear error, it never hangs."""
+    monkeypatch.setattr(votes, "INIT_DEADLINE_S", 0.5)
+    monkeypatch.setattr(votes, "BUSY_TIMEOUT_S", 0.05)
+    holder = sqlite3.connect(tmp_votes_db, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE other (x)")
+        holder.execute("BEGIN EXCLUSIVE")  # another program holds the new file and never lets go
+        with pytest.raises(VoteStoreError, match=r"database is locked \(still busy after \d+ attempts\)"):
+            VoteStore(tmp_votes_db).initialise()
+    finally:
+        holder.close()
+    store = VoteStore(tmp_votes_db)  # once the holder is gone, the same file initialises
+    assert store.journal_mode() == "wal" and store.schema_version() == SCHEMA_VERSION
