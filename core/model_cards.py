@@ -1,9 +1,9 @@
 """What each model of a preset costs: parameters, trainable share, size on disk, training run.
 
-The training scripts leave ``arena.json`` beside each checkpoint (``train/metadata.py``). A
-checkpoint without it - the original model, or one trained elsewhere - still gets a card:
-parameters are counted from the safetensors headers (no weights are loaded) and the size
-from the weight files. Missing facts are ``None`` and shown as "n/a", never invented.
+The training scripts leave ``arena.json`` beside each checkpoint (``train/metadata.py``), read
+here through :mod:`core.checkpoints`. A checkpoint without it - the original model, or one
+trained elsewhere - still gets a card: parameters are counted from the safetensors headers
+(no weights are loaded) and the size from the weight files. Missing facts are ``None`` and shown as "n/a", never invented.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.checkpoints import read_metadata, weights_size_bytes
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, is_local_path
-from train.metadata import read_metadata, weights_size_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.checkpoints import portable_location
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig
 from core.metrics import ROUGE_TYPES
 from core.model_cards import ModelCard, human_bytes, human_count, lora_headline
 from core.service import ModelResult, format_seconds
-from train.metadata import portable_location
 
 SHORT_LABELS: dict[str, str] = {"rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L", "rougeLsum": "R-Lsum"}
 ROUGE_LABELS: dict[str, str] = {

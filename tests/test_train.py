@@ -13,12 +13,13 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoModelForSeq2SeqLM, TrainerCallback
 
+from core.checkpoints import ARENA_FILE, portable_location, read_metadata
 from core.config import DEFAULT_HUB_DATA, PROJECT_ROOT, GenerationSettings, default_data_source, load_config
 from core.generation import summarize_many
 from core.models import load_model_set
 from train import cli
 from train.common import TRAINER_DIR, TrainingError, TrainOptions, train
-from train.metadata import ARENA_FILE, CARD_FILE, portable_location, read_metadata, update_metadata
+from train.metadata import CARD_FILE, update_metadata
 
 REQUIRED_META = (
     "method", "base_model", "trainable_params", "total_params", "size_on_disk_bytes", "examples",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import statistics
 import time
@@ -24,17 +23,12 @@ from typing import Any
 
 import torch
 
+from core.checkpoints import portable_location, weights_size_bytes
 from core.config import PROJECT_ROOT, default_data_source, load_config
 from core.data import DataError, Dialogue, load_split
 from core.generation import fit_dialogue
 from core.prompt import build_prompt
-from train.metadata import (
-    hardware_description,
-    library_versions,
-    portable_location,
-    weights_size_bytes,
-    write_metadata,
-)
+from train.metadata import hardware_description, library_versions, loss_history, write_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -280,15 +274,6 @@ def _training_arguments(options: TrainOptions, trainer_dir: Path) -> Any:
         disable_tqdm=options.quiet,
         dataloader_num_workers=0,
     )
-
-
-def loss_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """``[{step, loss}]`` from the Trainer's log (training-loss entries only)."""
-    return [
-        {"step": int(entry["step"]), "loss": float(entry["loss"])}
-        for entry in log_history
-        if "loss" in entry and "step" in entry and math.isfinite(float(entry["loss"]))
-    ]
 
 
 def _save_generation_config(model: Any, directory: Path, defaults: dict[str, Any] | None) -> None:

@@ -6,48 +6,32 @@ parameter counts, size on disk, data, steps, losses, wall time, hardware, librar
 (``base_model``, ``datasets``, ``library_name``, ``tags``), so ``--push-to-hub`` publishes a
 page that says what the checkpoint is.
 
-Paths are recorded *portably* (relative to the project when they live inside it) so a shipped
-checkpoint never carries one machine's absolute paths.
+The readers (``read_metadata``, ``weights_size_bytes``, ``portable_location``) live in
+:mod:`core.checkpoints`, since the app reads what training writes; they are re-exported here
+for the training scripts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import math
 import platform
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from core.config import DEFAULT_HUB_DATA, PROJECT_ROOT, is_local_path
+from core.checkpoints import (  # noqa: F401 - portable_location is re-exported for the scripts
+    ARENA_FILE,
+    portable_location,
+    read_metadata,
+    weights_size_bytes,
+)
+from core.config import DEFAULT_HUB_DATA, is_local_path
+from core.model_cards import human_bytes
 
-logger = logging.getLogger(__name__)
-
-ARENA_FILE = "arena.json"
 CARD_FILE = "README.md"
-WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin")
 LIBRARIES: tuple[str, ...] = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 METHOD_TITLES = {"full": "full fine-tune", "lora": "LoRA adapter"}
-
-
-def portable_location(location: str) -> str:
-    """A hub id as is; a local path relative to the project (or its parent) when possible.
-
-    ``/home/me/arena/checkpoints/mini/original`` becomes ``checkpoints/mini/original`` and the
-    shared data copy ``../shared/dialogsum``; paths elsewhere keep their last two components.
-    """
-    if not is_local_path(location):
-        return location
-    path = Path(location).expanduser()
-    if not path.is_absolute():
-        return path.as_posix()
-    resolved = path.resolve()
-    for root, prefix in ((PROJECT_ROOT, ""), (PROJECT_ROOT.parent, "../")):
-        try:
-            return prefix + resolved.relative_to(root.resolve()).as_posix()
-        except ValueError:
-            continue
-    return Path(*resolved.parts[-2:]).as_posix()
 
 
 def library_versions() -> dict[str, str]:
@@ -73,17 +57,19 @@ def hardware_description() -> str:
     return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
-def weights_size_bytes(directory: str | Path) -> int:
-    """Bytes of the weight files (``*.safetensors``/``*.bin``) directly in ``directory``."""
-    return sum(
-        p.stat().st_size for p in Path(directory).iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-    )
-
-
 def dataset_ids(meta: dict[str, Any]) -> list[str]:
     """Hub data set ids for the card's front matter (a local copy is DialogSum's mirror)."""
     label = meta.get("data_source") or ""
     return [label] if label and not is_local_path(label) and "/" in label else [DEFAULT_HUB_DATA]
+
+
+def loss_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """``[{step, loss}]`` from a Trainer's ``state.log_history`` (finite training-loss entries only)."""
+    return [
+        {"step": int(entry["step"]), "loss": float(entry["loss"])}
+        for entry in log_history
+        if "loss" in entry and "step" in entry and math.isfinite(float(entry["loss"]))
+    ]
 
 
 def write_metadata(directory: str | Path, meta: dict[str, Any]) -> None:
@@ -91,19 +77,6 @@ def write_metadata(directory: str | Path, meta: dict[str, Any]) -> None:
     directory = Path(directory)
     (directory / ARENA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     (directory / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
-
-
-def read_metadata(directory: str | Path) -> dict[str, Any] | None:
-    """The ``arena.json`` of a checkpoint directory, or ``None`` when there is none (or it is broken)."""
-    path = Path(directory) / ARENA_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
-        logger.warning("ignoring unreadable %s: %s", path, err)
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def update_metadata(directory: str | Path, **changes: Any) -> dict[str, Any]:
@@ -120,15 +93,6 @@ def update_metadata(directory: str | Path, **changes: Any) -> dict[str, Any]:
 
 def _yaml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML scalar and quotes anything odd
-
-
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    return f"{value:.1f} GB"  # pragma: no cover - loop always returns
 
 
 def model_card(meta: dict[str, Any]) -> str:
@@ -188,7 +152,7 @@ def model_card(meta: dict[str, Any]) -> str:
             f"`{meta.get('data_source')}` ({meta.get('data_split')} split, {meta.get('examples')} examples)",
         ),
         ("Trainable parameters", f"{trainable:,} of {total:,} ({share:.2f}%)"),
-        ("Weights on disk", _human_bytes(int(meta.get("size_on_disk_bytes", 0)))),
+        ("Weights on disk", human_bytes(int(meta.get("size_on_disk_bytes", 0)))),
         ("Steps / epochs", f"{meta.get('steps')} / {meta.get('epochs'):.2f}"),
         ("Learning rate", f"{meta.get('learning_rate')}"),
         ("Effective batch size", f"{meta.get('batch_size')} x {meta.get('grad_accum')}"),
