@@ -14,7 +14,9 @@ import contextlib
 import json
 import random
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +29,11 @@ FIRST_VOTES = 12
 BURST_VOTES = 30
 KILL_AFTER_ACKS = 8  # SIGKILL lands while the rest of the burst is being written
 RANKINGS = {"A": "A>C>B", "B": "B>A>C", "C": "C>B>A"}
+# Bounds, so a stuck app fails the test with a reason instead of hanging CI. Generous: CI
+# machines are small and shared; on tiny models one call takes well under a second.
+CALL_DEADLINE_S = 120.0  # one endpoint call, its event stream included (heartbeats keep it open)
+BATTLES_DEADLINE_S = 300.0  # collecting the battles one phase needs
+MAX_BATTLE_TRIES_PER_BATTLE = 5  # tiny random models rarely write an empty summary; never 5 in a row
 
 
 def _start(tiny: dict[str, str], root: Path):
@@ -37,20 +44,39 @@ def _start(tiny: dict[str, str], root: Path):
     )
 
 
+async def _call(client: httpx.AsyncClient, url: str, name: str, payload: dict[str, Any]) -> Any:
+    """``call`` with a deadline: an app that stops answering fails the test, it does not hang it."""
+    try:
+        return await asyncio.wait_for(call(client, url, name, payload), CALL_DEADLINE_S)
+    except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
+        pytest.fail(f"/{name} on {url} gave no result within {CALL_DEADLINE_S:.0f} s")
+
+
 async def _battles(url: str, count: int) -> list[str]:
+    """``count`` battle tokens; bounded in time and in refused attempts."""
+    deadline = time.monotonic() + BATTLES_DEADLINE_S
+    max_tries = count * MAX_BATTLE_TRIES_PER_BATTLE
     async with httpx.AsyncClient(timeout=120) as client:
-        tokens = []
-        while len(tokens) < count:
+        tokens: list[str] = []
+        refusals: list[str] = []
+        for _ in range(max_tries):
+            if len(tokens) == count:
+                return tokens
+            if time.monotonic() > deadline:
+                pytest.fail(f"only {len(tokens)}/{count} battles within {BATTLES_DEADLINE_S:.0f} s")
             try:
-                tokens.append((await call(client, url, "battle", {}))["token"])
+                tokens.append((await _call(client, url, "battle", {}))["token"])
             except Rejected as err:  # a tiny random model may write an empty summary; try another
                 assert "needs all three models" in str(err)
-        return tokens
+                refusals.append(str(err))
+        if len(tokens) == count:
+            return tokens
+        pytest.fail(f"only {len(tokens)}/{count} battles in {max_tries} tries; refusals: {refusals[:3]}")
 
 
 async def _vote(client: httpx.AsyncClient, url: str, token: str, choice: str, ranked: bool) -> tuple | None:
     payload = {"token": token, "choice": choice, "ranking": RANKINGS[choice] if ranked else ""}
-    result = await call(client, url, "vote", payload)
+    result = await _call(client, url, "vote", payload)
     revealed = result["revealed"]
     ranking = json.dumps([revealed[x] for x in payload["ranking"].split(">")]) if ranked else None
     return json.dumps([revealed[x] for x in "ABC"]), choice, ranking
@@ -69,7 +95,7 @@ def _ballots(tokens: list[str], seed: int) -> list[tuple[str, str, bool]]:
 def _leaderboard(url: str) -> list[dict]:
     async def fetch() -> list[dict]:
         async with httpx.AsyncClient(timeout=60) as client:
-            return await call(client, url, "leaderboard", {})
+            return await _call(client, url, "leaderboard", {})
 
     return asyncio.run(fetch())
 
@@ -130,7 +156,7 @@ def test_votes_survive_sigkill_and_a_crash_mid_burst(
         async def late_vote() -> str:
             async with httpx.AsyncClient(timeout=60) as client:
                 with pytest.raises(Rejected) as refused:
-                    await call(client, second.url, "vote", {"token": leftover, "choice": "A"})
+                    await _call(client, second.url, "vote", {"token": leftover, "choice": "A"})
                 return str(refused.value)
 
         assert "unknown battle token" in asyncio.run(late_vote())
