@@ -8,7 +8,7 @@ trained elsewhere - still gets a card: parameters are counted from the safetenso
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 from core.checkpoints import read_metadata, weights_size_bytes
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, is_local_path
+from core.models import ModelLoadError, adapter_config
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +138,8 @@ def card_for(name: str, location: str, base_location: str | None = None) -> Mode
     if card.method is None:
         card.method = "lora" if adapter else ("pretrained" if name == "original" else None)
     if card.base_model is None and adapter:
-        try:
-            config = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
-            card.base_model = (
-                config.get("base_model_name_or_path") if isinstance(config, dict) else None
-            ) or None
-        except (OSError, ValueError):  # ValueError: bad JSON, and bytes that aren't UTF-8
-            pass
+        with contextlib.suppress(ModelLoadError):  # the loader reports a broken adapter config
+            card.base_model = adapter_config(str(directory)).base_model_name_or_path or None
     if card.total_params is None:
         own = count_safetensors_params(directory)
         if adapter and own is not None:

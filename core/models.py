@@ -201,30 +201,53 @@ def check_vocab(tokenizer: Any, model: Any, location: str) -> None:
         )
 
 
-def _read_json_object(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from ``path``; :class:`ModelLoadError` naming ``what`` otherwise."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
-        raise ModelLoadError(f"{what} is unreadable: not valid JSON ({_describe(err)})") from err
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{what} is unreadable: expected a JSON object")
-    return raw
+# Decoding settings a checkpoint may carry; the rest of its generation config is the model's.
+GENERATION_KEYS = (
+    "max_new_tokens", "num_beams", "no_repeat_ngram_size", "repetition_penalty",
+    "length_penalty", "min_new_tokens", "early_stopping", "encoder_no_repeat_ngram_size",
+    "encoder_repetition_penalty",
+)  # fmt: skip
 
 
 def generation_defaults(location: str, model: Any) -> dict[str, Any]:
-    """Decoding defaults from a model's (or adapter's) ``generation_config.json``."""
+    """Decoding defaults from a model's (or adapter's) ``generation_config.json``.
+
+    Read with ``GenerationConfig.from_pretrained``; without the file, the loaded model's own
+    generation config. Only settings the file (or model) sets are returned: transformers 5
+    leaves every unset one ``None``.
+    """
+    from transformers import GenerationConfig
+
     path = Path(location) / "generation_config.json"
     if path.is_file():
-        raw = _read_json_object(path, str(path))
+        try:
+            config = GenerationConfig.from_pretrained(location)
+        except OSError as err:  # transformers' answer to bad JSON and to bytes that aren't UTF-8
+            raise ModelLoadError(f"{path} is unreadable: not valid JSON ({_describe(err)})") from err
+        except Exception as err:
+            raise ModelLoadError(f"{path} is unreadable: expected a JSON object ({_describe(err)})") from err
     else:
-        raw = model.generation_config.to_diff_dict() if getattr(model, "generation_config", None) else {}
-    keep = (
-        "max_new_tokens", "num_beams", "no_repeat_ngram_size", "repetition_penalty",
-        "length_penalty", "min_new_tokens", "early_stopping", "encoder_no_repeat_ngram_size",
-        "encoder_repetition_penalty",
-    )  # fmt: skip
-    return {k: raw[k] for k in keep if raw.get(k) is not None}
+        config = getattr(model, "generation_config", None)
+    raw = config.to_dict() if config is not None else {}
+    return {k: raw[k] for k in GENERATION_KEYS if raw.get(k) is not None}
+
+
+def adapter_config(adapter_dir: str) -> Any:
+    """The ``PeftConfig`` in ``adapter_dir``; :class:`ModelLoadError` naming the file if broken."""
+    from peft import PeftConfig
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        return PeftConfig.from_pretrained(adapter_dir)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(
+            f"adapter config {path} is unreadable: not valid JSON ({_describe(err)})"
+        ) from err
+    except Exception as err:  # valid JSON that is no adapter config (e.g. a list)
+        raise ModelLoadError(
+            f"adapter config {path} is unreadable: expected a JSON object holding a PEFT config "
+            f"({_describe(err)})"
+        ) from err
 
 
 def _same_base(recorded: str, loaded: str) -> bool:
@@ -239,9 +262,7 @@ def _same_base(recorded: str, loaded: str) -> bool:
 
 def adapter_base_warning(adapter_dir: str, base_location: str) -> str | None:
     """Say so when an adapter records a different base model than the one loaded."""
-    config_path = Path(adapter_dir) / "adapter_config.json"
-    raw = _read_json_object(config_path, f"adapter config {config_path}")
-    recorded = raw.get("base_model_name_or_path") or ""
+    recorded = adapter_config(adapter_dir).base_model_name_or_path or ""
     if _same_base(str(recorded), base_location):
         return None
     return f"adapter {adapter_dir} was trained on {recorded!r} but is applied to {base_location!r}"

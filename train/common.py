@@ -12,7 +12,6 @@ the loss.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import statistics
@@ -424,7 +423,8 @@ def _record_adapter_base(directory: Path, base: str) -> None:
     Done after saving: peft reads the base's files at save time, so the path it sees then must
     be the real one.
     """
-    path = directory / "adapter_config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = base
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    from peft import PeftConfig
+
+    config = PeftConfig.from_pretrained(str(directory))
+    config.base_model_name_or_path = base
+    config.save_pretrained(str(directory))
