@@ -20,6 +20,7 @@ from typing import Any
 
 import gradio as gr
 
+from core import charts
 from core import presentation as view
 from core.config import (
     MAX_NEW_TOKENS_RANGE,
@@ -29,15 +30,9 @@ from core.config import (
     ensure_offline_if_unreachable,
     load_config,
 )
+from core.inputs import InputError, join_references, parse_settings
 from core.model_cards import model_cards
-from core.service import (
-    FRESH_EVAL_RANGE,
-    ArenaService,
-    InputError,
-    join_references,
-    parse_settings,
-    truncation_notice,
-)
+from core.service import FRESH_EVAL_RANGE, ArenaService
 
 logging.basicConfig(
     level=os.environ.get("ARENA_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -127,7 +122,7 @@ def compare_frames(dialogue: str, reference: str, max_new_tokens: Any, num_beams
         logger.exception("compare failed")
         yield frame(f"✗ Unexpected error: {view.md_escape(err)}", pending=False)
         return
-    notice = truncation_notice(list(results.values()), dialogue)
+    notice = view.truncation_notice(list(results.values()), dialogue)
     yield frame(f"✂ {view.md_escape(notice, 1000)}" if notice else "", pending=False)
 
 
@@ -138,16 +133,16 @@ def report_view() -> tuple[str, list[list[Any]], Any]:
     try:
         report = service.benchmark_report()
     except InputError as err:
-        return f"⚠ {view.md_escape(err)}", [], view.benchmark_figure({})
+        return f"⚠ {view.md_escape(err)}", [], charts.benchmark_figure({})
     if report is None:
         return (
             f"No evaluation report for the `{config.preset}` preset yet. Run `python -m train.evaluate` "
             f"(it writes `{view.md_escape(config.report_dir.name)}/summary.json` next to the checkpoints), "
             "or run a quick fresh evaluation below.",
             [],
-            view.benchmark_figure({}),
+            charts.benchmark_figure({}),
         )
-    return view.benchmark_caption(report), view.benchmark_rows(report), view.benchmark_figure(report)
+    return view.benchmark_caption(report), view.benchmark_rows(report), charts.benchmark_figure(report)
 
 
 def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, Any, Any]:  # noqa: B008 - gradio's idiom
@@ -158,7 +153,7 @@ def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> tuple[str
     return (
         view.benchmark_caption(report),
         gr.update(value=view.benchmark_rows(report), visible=True),
-        gr.update(value=view.benchmark_figure(report), visible=True),
+        gr.update(value=charts.benchmark_figure(report), visible=True),
     )
 
 
@@ -463,8 +458,8 @@ with gr.Blocks(title="Dialogue-summary arena", delete_cache=(3600, 3600)) as dem
             gr.Markdown(view.models_headline(cards, view.rouge_cost(_report)), elem_id="models-headline")
             gr.Markdown(view.models_table(cards), elem_id="models-table")
             with gr.Row():
-                gr.Plot(view.size_figure(cards), show_label=False)
-                gr.Plot(view.loss_figure(cards), show_label=False)
+                gr.Plot(charts.size_figure(cards), show_label=False)
+                gr.Plot(charts.loss_figure(cards), show_label=False)
 
     # ---------------------------------------------------------------------- wiring
     private: dict[str, Any] = {"api_visibility": "private"}

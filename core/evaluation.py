@@ -346,35 +346,3 @@ def report_markdown(summary: Mapping[str, Any], labels: Mapping[str, str] | None
         lines += ["", "## Generation settings", ""]
         lines += [f"- {labels.get(k, k)}: `{v}`" for k, v in generation.items()]
     return "\n".join(lines) + "\n"
-
-
-def plot_summary(summary: Mapping[str, Any], path: str, labels: Mapping[str, str] | None = None) -> None:
-    """Write a grouped bar chart (metric groups, one bar per model and baseline) with CI bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to a file only
-    import matplotlib.pyplot as plt
-
-    labels = dict(labels or {})
-    systems = [(labels.get(m, m), stats) for m, stats in summary["models"].items()]
-    systems += [(f"baseline: {b}", stats) for b, stats in summary["baselines"].items()]
-    x = np.arange(len(ROUGE_TYPES))
-    width = 0.8 / max(1, len(systems))
-    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
-    for i, (label, stats) in enumerate(systems):
-        means = np.array([stats[m]["mean"] for m in ROUGE_TYPES])
-        lo = np.array([stats[m]["ci95"][0] for m in ROUGE_TYPES])
-        hi = np.array([stats[m]["ci95"][1] for m in ROUGE_TYPES])
-        errors = np.vstack([np.clip(means - lo, 0, None), np.clip(hi - means, 0, None)])
-        hatch = "//" if label.startswith("baseline") else None
-        ax.bar(x + (i - (len(systems) - 1) / 2) * width, means, width, yerr=errors, capsize=3,
-               label=label, hatch=hatch, alpha=0.9)  # fmt: skip
-    ax.set_xticks(x, ["ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum"])
-    ax.set_ylabel("F-measure (95% bootstrap CI)")
-    ax.set_title(f"{summary['preset']} on {summary['split']} (n={summary['n']})")
-    ax.set_ylim(0, max(0.05, min(1.0, ax.get_ylim()[1] * 1.1)))
-    ax.legend(fontsize=8, ncols=2)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -12,9 +12,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import torch
 
@@ -50,16 +50,6 @@ class PreparedInput:
     input_tokens: int
     truncated_tokens: int  # tokens of the (character-capped) dialogue that did not fit
     truncated_chars: int = 0  # characters dropped in all, counted on the cleaned text
-
-    @property
-    def notice(self) -> str | None:
-        """A sentence for the user when the input was cut, else ``None``."""
-        if not self.truncated_chars:
-            return None
-        return (
-            f"Input cut to fit the model: kept the first {self.input_tokens} tokens; "
-            f"{self.truncated_tokens:,} tokens ({self.truncated_chars:,} characters) were dropped."
-        )
 
 
 def fit_dialogue(tokenizer: Any, dialogue: str, max_input_tokens: int = MAX_INPUT_TOKENS) -> PreparedInput:
@@ -195,6 +185,92 @@ def summarize(
         yield results[0]
 
 
+class BatchCache(Protocol):
+    """Where :func:`summarize_all` finds and keeps summaries (the app's memory, a report's file)."""
+
+    def get(self, key: Hashable) -> Summary | None: ...
+
+    def put_many(self, items: Sequence[tuple[Hashable, Summary]]) -> None: ...
+
+
+@dataclass
+class BatchResult:
+    """What :func:`summarize_all` produced: one text per dialogue and model, and what failed."""
+
+    texts: dict[str, list[str]]  # "" where the model failed on that dialogue
+    errors: dict[str, list[str]] = field(default_factory=dict)  # model -> its error messages
+    cached: int = 0  # summaries found in the cache
+    generated: int = 0  # summaries generated now
+    seconds: float = 0.0  # wall time spent generating
+
+
+def summarize_all(
+    model_set: ModelSet,
+    dialogues: Sequence[str],
+    settings: GenerationSettings,
+    names: Sequence[str] = MODEL_NAMES,
+    *,
+    cache: BatchCache | None = None,
+    key: Callable[[str, int], Hashable] | None = None,
+    batch_size: int = 8,
+    max_input_tokens: int = MAX_INPUT_TOKENS,
+    progress: Callable[[int, int], None] | None = None,
+) -> BatchResult:
+    """Each named model's summary of every dialogue, generating only what ``cache`` lacks.
+
+    ``key(model, i)`` names dialogue ``i``'s summary by ``model`` in ``cache``. Dialogues run in
+    batches of ``batch_size``, sorted by length so that a batch holds little padding (python -m
+    bench: P4); results keep the input order. Models whose missing dialogues coincide share a
+    :func:`summarize_many` call (original and LoRA in one batch). New summaries go to the cache
+    after each batch (a killed run keeps them), with ``seconds`` per dialogue; failures are not
+    cached. ``progress(done, total)`` is called with 0 first and after each batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    lookup = cache if cache is not None and key is not None else None
+    result = BatchResult(texts={}, errors={})
+    found: dict[str, list[str | None]] = {}
+    for name in names:
+        hits = [lookup.get(key(name, i)) if lookup is not None else None for i in range(len(dialogues))]
+        found[name] = [hit.text if hit is not None else None for hit in hits]
+        result.cached += sum(hit is not None for hit in hits)
+    todo = sorted(
+        (i for i in range(len(dialogues)) if any(found[n][i] is None for n in names)),
+        key=lambda i: len(dialogues[i]),
+    )
+    if progress:
+        progress(0, len(todo))
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name in names:
+            missing = tuple(i for i in batch if found[name][i] is None)
+            if missing:
+                groups.setdefault(missing, []).append(name)
+        new: list[tuple[Hashable, Summary]] = []
+        for indices, group in groups.items():
+            begin = time.perf_counter()
+            texts = [dialogues[i] for i in indices]
+            for summaries in summarize_many(model_set, texts, settings, group, max_input_tokens):
+                for i, summary in zip(indices, summaries, strict=True):
+                    if summary.error is not None:
+                        result.errors.setdefault(summary.model, []).append(summary.error)
+                        found[summary.model][i] = ""
+                        continue
+                    found[summary.model][i] = summary.text
+                    result.generated += 1
+                    if lookup is not None:  # an empty cache is falsy
+                        one = replace(summary, seconds=summary.seconds / len(indices))
+                        new.append((key(summary.model, i), one))
+            result.seconds += time.perf_counter() - begin
+        if lookup is not None and new:
+            lookup.put_many(new)
+        if progress:
+            progress(start + len(batch), len(todo))
+    result.texts = {name: [t or "" for t in found[name]] for name in names}
+    return result
+
+
 class SummaryCache:
     """A bounded, thread-safe LRU cache of summaries keyed by model, dialogue and settings.
 
@@ -226,6 +302,11 @@ class SummaryCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def put_many(self, items: Sequence[tuple[Hashable, Summary]]) -> None:
+        """Store several summaries (the :class:`BatchCache` protocol)."""
+        for key, summary in items:
+            self.put(key, summary)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         with self._lock:

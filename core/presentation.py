@@ -7,16 +7,19 @@ reaches a Markdown component, so pasted HTML, links or images render as inert te
 from __future__ import annotations
 
 import html
-import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.checkpoints import portable_location
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig
+from core.generation import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS
 from core.metrics import ROUGE_TYPES
 from core.model_cards import ModelCard, human_bytes, human_count, lora_headline
-from core.service import ModelResult, format_seconds
+from core.prompt import clean_text
+
+if TYPE_CHECKING:  # the service imports nothing from here; only its result type is named
+    from core.service import ModelResult
 
 SHORT_LABELS: dict[str, str] = {"rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L", "rougeLsum": "R-Lsum"}
 ROUGE_LABELS: dict[str, str] = {
@@ -36,6 +39,34 @@ def md_escape(text: object, limit: int = 600) -> str:
         value = value[:limit] + "…"
     value = " ".join(value.split())
     return _MD_SPECIAL.sub(r"\\\1", html.escape(value, quote=False))
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for people: milliseconds under a second, else seconds."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def truncation_notice(results: Sequence[ModelResult], dialogue: str) -> str | None:
+    """The one sentence on how much of a long dialogue was cut, or ``None`` when nothing was.
+
+    ``results`` are the models' answers (anything with ``input_tokens`` and ``truncated_tokens``,
+    e.g. :class:`core.generation.Summary`); the worst cut is reported.
+    """
+    chars_cut = max(0, len(clean_text(dialogue).strip()) - MAX_DIALOGUE_CHARS)
+    cut = [r for r in results if r.truncated_tokens > 0]
+    parts = []
+    if chars_cut:
+        parts.append(f"only the first {MAX_DIALOGUE_CHARS:,} characters were read ({chars_cut:,} dropped)")
+    if cut:
+        worst = max(cut, key=lambda r: r.truncated_tokens)
+        total = worst.input_tokens + worst.truncated_tokens
+        parts.append(
+            f"the models read the first {MAX_INPUT_TOKENS} tokens: {worst.truncated_tokens:,} of "
+            f"{total:,} tokens ({100 * worst.truncated_tokens / max(total, 1):.0f}%) were cut from the end"
+        )
+    if not parts:
+        return None
+    return "The dialogue is longer than the models' input limit: " + "; ".join(parts) + "."
 
 
 def status_icon(status: str) -> str:
@@ -190,59 +221,6 @@ def models_headline(cards: Mapping[str, ModelCard], rouge_cost: str | None = Non
     return f"## {headline}" + (f", {rouge_cost}" if rouge_cost else "") + "."
 
 
-def _figure(width: float = 7.0, height: float = 3.4) -> Any:
-    # A bare Figure (not pyplot): nothing global to leak or to clean up between requests.
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    return figure, figure.add_subplot()
-
-
-def loss_figure(cards: Mapping[str, ModelCard]) -> Any:
-    """Training-loss curves of the full fine-tune and LoRA on one plot."""
-    figure, axes = _figure()
-    plotted = False
-    for name in ("full", "lora"):
-        card = cards.get(name)
-        if card and card.loss_history:
-            steps, losses = zip(*card.loss_history, strict=True)
-            axes.plot(steps, losses, label=card.label, color=MODEL_COLORS[name], linewidth=1.8)
-            plotted = True
-    axes.set_xlabel("training step")
-    axes.set_ylabel("training loss")
-    axes.set_title("Training loss")
-    axes.grid(alpha=0.3)
-    if plotted:
-        axes.legend()
-    else:
-        axes.text(
-            0.5, 0.5, "no loss history recorded yet", ha="center", va="center", transform=axes.transAxes
-        )
-    return figure
-
-
-def size_figure(cards: Mapping[str, ModelCard]) -> Any:
-    """Size on disk and trainable parameters per model, side by side (log scale)."""
-    figure, axes = _figure(7.0, 2.6)
-    names = [n for n in MODEL_NAMES if cards.get(n) and cards[n].size_on_disk_bytes]
-    if not names:
-        axes.text(0.5, 0.5, "no checkpoint files found", ha="center", va="center", transform=axes.transAxes)
-        axes.set_axis_off()
-        return figure
-    sizes = [cards[n].size_on_disk_bytes / 2**20 for n in names]
-    bars = axes.barh(
-        [MODEL_LABELS[n] for n in names], sizes, color=[MODEL_COLORS[n] for n in names], height=0.55
-    )
-    axes.bar_label(bars, labels=[human_bytes(cards[n].size_on_disk_bytes) for n in names], padding=4)
-    axes.set_xscale("log")
-    axes.set_xlabel("MB on disk (log scale)")
-    axes.set_title("What you ship: weights on disk")
-    axes.invert_yaxis()
-    axes.grid(axis="x", alpha=0.3)
-    axes.set_xlim(min(sizes) / 3, max(sizes) * 8)
-    return figure
-
-
 # ---------------------------------------------------------------------------- benchmark
 
 
@@ -259,44 +237,11 @@ def _bench_cell(cell: Mapping[str, Any] | None) -> str:
 
 
 def benchmark_rows(report: Mapping[str, Any]) -> list[list[Any]]:
-    """Table rows from a normalised report (``core.service.normalise_report``): models, then baselines."""
+    """Table rows from a normalised report (``core.reports.normalise_report``): models, then baselines."""
     return [
         [entry["label"], *[_bench_cell(entry["metrics"].get(m)) for m in ROUGE_TYPES]]
         for entry in report.get("rows", [])
     ]
-
-
-def benchmark_figure(report: Mapping[str, Any]) -> Any:
-    """Grouped bars: mean ROUGE per metric for each model and baseline, with 95% CI whiskers."""
-    figure, axes = _figure(8.0, 3.6)
-    entries = [e for e in report.get("rows", []) if e.get("metrics")]
-    if not entries:
-        axes.text(0.5, 0.5, "no evaluation report yet", ha="center", va="center", transform=axes.transAxes)
-        axes.set_axis_off()
-        return figure
-    width = 0.8 / len(entries)
-    for i, entry in enumerate(entries):
-        xs, means, low, high = [], [], [], []
-        for j, metric in enumerate(ROUGE_TYPES):
-            cell = entry["metrics"].get(metric)
-            if cell is None or not math.isfinite(cell["mean"]):
-                continue
-            xs.append(j + (i - (len(entries) - 1) / 2) * width)
-            means.append(100 * cell["mean"])
-            lo, hi = cell.get("ci95") or (cell["mean"], cell["mean"])
-            low.append(max(0.0, 100 * (cell["mean"] - lo)))
-            high.append(max(0.0, 100 * (hi - cell["mean"])))
-        baseline = entry["model"] not in MODEL_NAMES
-        axes.bar(
-            xs, means, width * 0.92, yerr=[low, high], capsize=2, label=entry["label"],
-            color="#e5e7eb" if baseline else MODEL_COLORS[entry["model"]],
-            edgecolor="#6b7280" if baseline else "none", hatch="//" if baseline else None,
-        )  # fmt: skip
-    axes.set_xticks(range(len(ROUGE_TYPES)), [ROUGE_LABELS[m] for m in ROUGE_TYPES])
-    axes.set_ylabel("ROUGE F1 × 100 (95% CI)")
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return figure
 
 
 BENCHMARK_COLUMNS: list[str] = ["System", *[ROUGE_LABELS[m] for m in ROUGE_TYPES]]

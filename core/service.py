@@ -1,8 +1,8 @@
 """What the app does, independent of Gradio: compare, battle, vote, leaderboard, reports.
 
-``app.py`` only wires these functions to components and named API endpoints, so the UI and
-the API share one code path (and one set of input checks). Every user-facing failure is an
-:class:`InputError` whose message can be shown as is.
+``app.py`` only wires these methods to components and named API endpoints, so the UI and
+the API share one code path (and one set of input checks, :mod:`core.inputs`). Every
+user-facing failure is an :class:`~core.inputs.InputError` whose message can be shown as is.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import re
 import secrets
 import tempfile
 import threading
@@ -21,41 +20,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.battles import LETTERS, Battle, BattleError, BattleStore
-from core.config import (
-    MAX_NEW_TOKENS_RANGE,
-    MODEL_LABELS,
-    MODEL_NAMES,
-    NUM_BEAMS_RANGE,
-    ArenaConfig,
-    GenerationSettings,
-)
+from core.battles import Battle, BattleError, BattleStore
+from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, GenerationSettings
 from core.data import DataError, Dialogue, find_dialogue, load_split
 from core.evaluation import build_summary, score_table
-from core.generation import (
-    MAX_DIALOGUE_CHARS,
-    MAX_INPUT_TOKENS,
-    Summary,
-    SummaryCache,
-    summarize,
-    summarize_many,
+from core.generation import Summary, SummaryCache, summarize, summarize_all
+from core.inputs import (
+    InputError,
+    anonymous_session_id,
+    clean_dialogue,
+    join_references,
+    parse_choice,
+    parse_ranking,
+    parse_references,
+    parse_settings,
+    parse_whole_number,
 )
 from core.leaderboard import standings
-from core.metrics import ROUGE_TYPES, overlap_spans, rouge
+from core.metrics import overlap_spans, rouge
 from core.models import ModelSet
 from core.prompt import clean_text
+from core.reports import normalise_report, read_report
 from core.votes import DuplicateVoteError, Vote, VoteStore, VoteStoreError
+
+__all__ = ["FRESH_EVAL_RANGE", "ArenaService", "InputError", "ModelResult"]
 
 logger = logging.getLogger(__name__)
 
 EXAMPLE_SPLITS: tuple[str, ...] = ("test", "validation")  # held-out first: training never saw it
-MAX_REFERENCE_CHARS = 20_000
-MAX_CHOICE_CHARS = 32
-_REFERENCE_SEPARATOR = re.compile(r"\n\s*\n")
-
-
-class InputError(ValueError):
-    """The request cannot be served as given; the message tells the user what to change."""
+FRESH_EVAL_RANGE = (1, 50)  # a fresh evaluation from the UI is bounded: it shares the CPU with users
 
 
 @dataclass(frozen=True)
@@ -81,142 +74,6 @@ class ModelResult:
             "error": self.error,
             "truncated_tokens": self.truncated_tokens,
         }
-
-
-# ---------------------------------------------------------------------------- input checks
-
-
-def clean_dialogue(dialogue: object) -> str:
-    """The dialogue as the models will see it; :class:`InputError` when there is none."""
-    if dialogue is None:
-        dialogue = ""
-    if not isinstance(dialogue, str):
-        raise InputError(f"the dialogue must be text, got {type(dialogue).__name__}")
-    text = clean_text(dialogue).strip()
-    if not text:
-        raise InputError("The dialogue is empty: paste a conversation or pick an example.")
-    return text
-
-
-def parse_references(reference: object) -> list[str]:
-    """Reference summaries from the reference box: several are separated by a blank line."""
-    if reference is None:
-        return []
-    if isinstance(reference, (list, tuple)):
-        return [r for item in reference for r in parse_references(item)]
-    if not isinstance(reference, str):
-        raise InputError(f"the reference must be text, got {type(reference).__name__}")
-    text = clean_text(reference)[:MAX_REFERENCE_CHARS].strip()
-    return [part.strip() for part in _REFERENCE_SEPARATOR.split(text) if part.strip()]
-
-
-def join_references(references: Sequence[str]) -> str:
-    """The reference box text for several references (inverse of :func:`parse_references`).
-
-    Duplicates are dropped: some DialogSum rows repeat a summary, and a repeat adds nothing
-    to a best-over-references score.
-    """
-    unique = dict.fromkeys(" ".join(r.split()) for r in references if r.strip())
-    return "\n\n".join(unique)
-
-
-def _setting(name: str, value: object, bounds: tuple[int, int]) -> int | None:
-    lo, hi = bounds
-    message = f"{name} must be a whole number from {lo} to {hi}, got {value!r}"
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, bool):
-        raise InputError(message)
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError as err:
-            raise InputError(message) from err
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise InputError(message)
-        value = int(value)
-    if not isinstance(value, int) or not lo <= value <= hi:
-        raise InputError(message)
-    return value
-
-
-def parse_settings(
-    max_new_tokens: object = None, num_beams: object = None, defaults: GenerationSettings | None = None
-) -> GenerationSettings:
-    """Generation settings from user input; unset values keep ``defaults``; out of range -> error."""
-    defaults = defaults or GenerationSettings()
-    tokens = _setting("max_new_tokens", max_new_tokens, MAX_NEW_TOKENS_RANGE)
-    beams = _setting("num_beams", num_beams, NUM_BEAMS_RANGE)
-    settings = GenerationSettings(
-        max_new_tokens=tokens if tokens is not None else defaults.max_new_tokens,
-        num_beams=beams if beams is not None else defaults.num_beams,
-        min_new_tokens=defaults.min_new_tokens,
-    )
-    try:
-        return settings.validate()
-    except ValueError as err:
-        raise InputError(str(err)) from err
-
-
-def parse_choice(choice: object) -> str:
-    """``"A"``/``"B"``/``"C"`` or ``"none"`` (also accepts lower case and "all bad")."""
-    if not isinstance(choice, str) or len(choice) > MAX_CHOICE_CHARS:
-        raise InputError('choice must be "A", "B", "C" or "none"')
-    value = choice.strip()
-    if value.upper() in LETTERS:
-        return value.upper()
-    if value.lower() in ("none", "all bad", "all_bad"):
-        return "none"
-    raise InputError(f'choice must be "A", "B", "C" or "none", got {value[:MAX_CHOICE_CHARS]!r}')
-
-
-def parse_ranking(ranking: object) -> tuple[str, ...] | None:
-    """A full ranking of the letters, best first (``"B>A>C"``, ``"BAC"``, ``["B","A","C"]``)."""
-    if ranking is None or (isinstance(ranking, str) and not ranking.strip()):
-        return None
-    if isinstance(ranking, (list, tuple)):
-        letters = [str(x).strip().upper() for x in ranking]
-    elif isinstance(ranking, str) and len(ranking) <= MAX_CHOICE_CHARS:
-        letters = [ch for ch in ranking.upper() if ch not in " ,>;"]
-    else:
-        raise InputError('ranking must order A, B and C, best first, e.g. "B>A>C"')
-    if sorted(letters) != list(LETTERS):
-        raise InputError('ranking must order A, B and C exactly once each, best first, e.g. "B>A>C"')
-    return tuple(letters)
-
-
-def anonymous_session_id(raw: str | None, salt: str) -> str:
-    """A stable, non-reversible id for one browser session (or ``"api"`` when unknown)."""
-    if not raw:
-        return "api"
-    return hashlib.sha256(f"{salt}:{raw}".encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------- presentation
-
-
-def format_seconds(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def truncation_notice(results: Sequence[ModelResult], dialogue: str) -> str | None:
-    """A sentence on how much of a long dialogue was cut, or ``None`` when nothing was."""
-    chars_cut = max(0, len(clean_text(dialogue).strip()) - MAX_DIALOGUE_CHARS)
-    cut = [r for r in results if r.truncated_tokens > 0]
-    parts = []
-    if chars_cut:
-        parts.append(f"only the first {MAX_DIALOGUE_CHARS:,} characters were read ({chars_cut:,} dropped)")
-    if cut:
-        worst = max(cut, key=lambda r: r.truncated_tokens)
-        total = worst.input_tokens + worst.truncated_tokens
-        parts.append(
-            f"the models read the first {MAX_INPUT_TOKENS} tokens: {worst.truncated_tokens:,} of "
-            f"{total:,} tokens ({100 * worst.truncated_tokens / max(total, 1):.0f}%) were cut from the end"
-        )
-    if not parts:
-        return None
-    return "The dialogue is longer than the models' input limit: " + "; ".join(parts) + "."
 
 
 # ---------------------------------------------------------------------------- the service
@@ -324,9 +181,8 @@ class ArenaService:
         self, dialogue: str, settings: GenerationSettings, names: Sequence[str] = MODEL_NAMES
     ) -> Iterator[tuple[Summary, bool]]:
         """``(summary, from_cache)`` per model: cache hits first, then each model as it finishes."""
-        # Key on a digest: a pasted 100,000-character dialogue must not be held once per entry.
-        digest = hashlib.sha256(clean_text(dialogue).strip().encode("utf-8")).hexdigest()
-        keys = {name: SummaryCache.key(self.config.preset, name, digest, settings) for name in names}
+        digest = _digest(dialogue)
+        keys = {name: self._cache_key(name, digest, settings) for name in names}
         missing = []
         for name in names:
             hit = self.cache.get(keys[name])
@@ -476,153 +332,47 @@ class ArenaService:
     ) -> dict[str, Any]:
         """Evaluate the three models on the first ``n`` held-out examples (bounded), now.
 
-        Scored exactly like ``python -m train.evaluate`` (``core.evaluation``: paired bootstrap
-        95% CIs, baselines, improvements in pp) and returned in :meth:`benchmark_report`'s
-        shape, plus ``errors`` for models that could not answer.
+        Generated by the same cached, batched loop as ``python -m train.evaluate``
+        (:func:`core.generation.summarize_all`, through this app's summary cache, so a later
+        Compare on one of these dialogues answers at once), scored the same way
+        (``core.evaluation``: paired bootstrap 95% CIs, baselines, improvements in pp), and
+        returned in :meth:`benchmark_report`'s shape plus ``errors`` for models that failed.
+        ``progress(fraction, description)`` follows the loop's batches.
         """
         lo, hi = FRESH_EVAL_RANGE
-        count = _setting("number of dialogues", n, FRESH_EVAL_RANGE)
+        count = parse_whole_number("number of dialogues", n, FRESH_EVAL_RANGE)
         if count is None:
             raise InputError(f"number of dialogues must be a whole number from {lo} to {hi}")
         records = [r for r in self.examples() if r.references][:count]
         if not records:
             raise InputError(f"no labelled DialogSum examples available: {self._examples_error}")
-        predictions: dict[str, list[str]] = {name: [] for name in MODEL_NAMES}
-        errors: dict[str, str] = {}
         settings = self.config.generation
-        for start in range(0, len(records), chunk):
-            batch = records[start : start + chunk]
+        digests = [_digest(r.dialogue) for r in records]
+
+        def advance(done: int, total: int) -> None:
             if progress:
-                progress(
-                    start / len(records), f"dialogues {start + 1}-{start + len(batch)} of {len(records)}"
-                )
-            for results in summarize_many(self.model_set, [r.dialogue for r in batch], settings):
-                for summary in results:
-                    if summary.error:
-                        errors[summary.model] = summary.error
-                    predictions[summary.model].append(summary.text)
+                progress(done / total if total else 1.0, f"dialogues: {done} of {total} summarized")
+
+        result = summarize_all(
+            self.model_set, [r.dialogue for r in records], settings, MODEL_NAMES,
+            cache=self.cache, key=lambda name, i: self._cache_key(name, digests[i], settings),
+            batch_size=chunk, progress=advance,
+        )  # fmt: skip
         if progress:
             progress(1.0, "scoring")
-        served = {name: texts for name, texts in predictions.items() if name not in errors}
+        errors = {name: messages[-1] for name, messages in result.errors.items()}
+        served = {name: texts for name, texts in result.texts.items() if name not in errors}
         table = score_table(records, served)
         summary = build_summary(table, preset=self.config.preset, split=f"first {len(records)} held-out")
         report = normalise_report(summary, source="fresh evaluation")
         report["errors"] = errors
         return report
 
-
-# ---------------------------------------------------------------------------- benchmark
-
-REPORT_FILE = "summary.json"
-FRESH_EVAL_RANGE = (1, 50)  # a fresh evaluation from the UI is bounded: it shares the CPU with users
+    def _cache_key(self, name: str, digest: str, settings: GenerationSettings) -> tuple:
+        return SummaryCache.key(self.config.preset, name, digest, settings)
 
 
-def _cell(value: Any) -> dict[str, Any] | None:
-    """One metric cell of a report in any of the accepted spellings -> ``{mean, ci95}``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"mean": float(value), "ci95": None}
-    if not isinstance(value, dict):
-        return None
-    mean = value.get("mean", value.get("value"))
-    if not isinstance(mean, (int, float)):
-        return None
-    ci = value.get("ci95") or value.get("ci")
-    if ci is None and isinstance(value.get("lo", value.get("low")), (int, float)):
-        ci = [value.get("lo", value.get("low")), value.get("hi", value.get("high"))]
-    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci)):
-        ci = None
-    return {"mean": float(mean), "ci95": [float(ci[0]), float(ci[1])] if ci else None}
-
-
-def _metrics(entry: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(entry, dict):
-        return {}
-    scores = entry.get("rouge", entry.get("metrics", entry))
-    if not isinstance(scores, dict):
-        return {}
-    cells = {m: _cell(scores.get(m)) for m in ROUGE_TYPES}
-    return {m: c for m, c in cells.items() if c is not None}
-
-
-def _improvement(
-    raw: dict[str, Any], name: str, metric: str, versus: str = "original"
-) -> dict[str, Any] | None:
-    """``{"mean", "ci95"}`` in pp of ``name`` over ``versus`` from a ``summary.json``, if given."""
-    key = f"{name}_vs_{versus}"
-    given = raw.get("improvement_pp", {})
-    value = (
-        given.get(key, {}).get(metric)
-        if isinstance(given, dict) and isinstance(given.get(key), dict)
-        else None
-    )
-    if not isinstance(value, (int, float)):
-        return None
-    cis = raw.get("improvement_ci95_pp", {})
-    ci = cis.get(key, {}).get(metric) if isinstance(cis, dict) and isinstance(cis.get(key), dict) else None
-    ok = isinstance(ci, (list, tuple)) and len(ci) == 2
-    return {"mean": float(value), "ci95": [float(ci[0]), float(ci[1])] if ok else None}
-
-
-def normalise_report(raw: Any, source: str = "") -> dict[str, Any]:
-    """A benchmark report (``summary.json`` of ``core.evaluation.build_summary``) in the UI's shape.
-
-    ``{"source", "n", "split", "preset", "rows": [{"model", "label", "metrics": {metric:
-    {"mean", "ci95", "delta_pp", "delta_ci95_pp"}}}], "lora_vs_full_pp": {metric: float}}``;
-    models first, then baselines. Improvements (percentage points over the original) come from
-    the report's ``improvement_pp`` when present, else from the difference of the means.
-    """
-    if not isinstance(raw, dict):
-        raise InputError(f"{source or 'report'} is not a JSON object")
-    rows: list[dict[str, Any]] = []
-    models = raw.get("models", {})
-    if isinstance(models, dict):
-        for name in MODEL_NAMES:
-            if name in models:
-                rows.append({"model": name, "label": MODEL_LABELS[name], "metrics": _metrics(models[name])})
-    base = next((r for r in rows if r["model"] == "original"), None)
-    for row in rows:
-        for metric, cell in row["metrics"].items():
-            cell["delta_pp"] = cell["delta_ci95_pp"] = None
-            if row is base or base is None:
-                continue
-            given = _improvement(raw, row["model"], metric)
-            if given is not None:
-                cell["delta_pp"], cell["delta_ci95_pp"] = given["mean"], given["ci95"]
-            elif metric in base["metrics"]:
-                cell["delta_pp"] = 100 * (cell["mean"] - base["metrics"][metric]["mean"])
-    baselines = raw.get("baselines", {})
-    if isinstance(baselines, dict):
-        for name, entry in baselines.items():
-            label = f"Baseline: {str(name).replace('_', ' ')}"
-            rows.append({"model": f"baseline:{name}", "label": label, "metrics": _metrics(entry)})
-    by_model = {r["model"]: r["metrics"] for r in rows}
-    lora_vs_full = {}
-    for metric in ROUGE_TYPES:
-        given = _improvement(raw, "lora", metric, versus="full")
-        if given is not None:
-            lora_vs_full[metric] = given["mean"]
-        elif metric in by_model.get("lora", {}) and metric in by_model.get("full", {}):
-            lora_vs_full[metric] = 100 * (by_model["lora"][metric]["mean"] - by_model["full"][metric]["mean"])
-    n = raw.get("n")
-    return {
-        "source": source,
-        "n": int(n) if isinstance(n, (int, float)) else None,
-        "split": str(raw.get("split", "")),
-        "preset": str(raw.get("preset", "")),
-        "rows": rows,
-        "lora_vs_full_pp": lora_vs_full,
-    }
-
-
-def read_report(report_dir: str | Path) -> dict[str, Any] | None:
-    """The normalised ``summary.json`` in ``report_dir``, or ``None`` when there is none yet."""
-    import json
-
-    path = Path(report_dir) / REPORT_FILE
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
-        raise InputError(f"the evaluation report {path} is unreadable: {err}") from err
-    return normalise_report(raw, source=str(path))
+def _digest(dialogue: str) -> str:
+    """What the summary cache keys a dialogue by: a digest, so that a pasted 100,000-character
+    dialogue is not held once per cache entry."""
+    return hashlib.sha256(clean_text(dialogue).strip().encode("utf-8")).hexdigest()

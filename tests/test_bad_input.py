@@ -26,7 +26,8 @@ from core.battles import BattleStore
 from core.config import MODEL_NAMES, load_config
 from core.generation import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS
 from core.models import load_model_set
-from core.service import ArenaService, InputError, ModelResult, truncation_notice
+from core.presentation import truncation_notice
+from core.service import ArenaService, InputError, ModelResult
 from core.votes import VoteStore
 
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
@@ -378,7 +379,25 @@ def browser():
             browser.close()
 
 
+# Proof that injected markup had its chance, instead of a fixed wait: a control image added
+# now, with the injected images' URL, fails (or loads) after every image already on the page
+# started loading, so once its handler has run, an injected onerror would have run too. Scripts
+# inserted as markup never run; ones inserted by DOM calls run at once, before this.
+SETTLE_PROBE = """() => {
+    window.__probeDone = false;
+    const probe = new Image();
+    probe.onload = probe.onerror = () => { window.__probeDone = true; };
+    probe.src = "x";
+}"""
+
+
+def _wait_until_handlers_had_their_chance(page) -> None:
+    page.evaluate(SETTLE_PROBE)
+    page.wait_for_function("() => window.__probeDone === true")
+
+
 def _assert_inert(page) -> None:
+    _wait_until_handlers_had_their_chance(page)
     found = page.evaluate(INJECTED)
     assert found == {"pwned": False, "images": 0, "scripts": 0, "links": 0, "bold": 0}, found
 
@@ -398,12 +417,14 @@ def test_pasted_html_stays_text_in_the_compare_tab(browser, app_url: str) -> Non
     page.wait_for_function("() => document.querySelector('#reference textarea').value === ''")
     page.locator("#reference textarea").fill(XSS + " <b>bold</b>")
     page.locator("#summarize").click()
-    for name in MODEL_NAMES:  # each column answered (tiny models: gibberish, but text)
+    for name in MODEL_NAMES:  # each column answered and scored against the hostile reference
         page.wait_for_function(
             "id => document.querySelector(`#${id} textarea`)?.value.length > 0", arg=f"summary-{name}"
         )
-    page.wait_for_timeout(500)  # let onerror handlers of any injected element fire
-    _assert_inert(page)
+        page.wait_for_function(
+            "id => document.querySelector('#scores-' + id)?.innerText.includes('R-1')", arg=name
+        )
+    _assert_inert(page)  # waits for proof that injected handlers would have fired
     assert dialogue.input_value() == HOSTILE_TEXT["html-and-script"] + " "  # shown as typed
     page.close()
 
@@ -424,20 +445,36 @@ def test_hostile_text_is_inert_in_every_display_component(browser) -> None:
         spans=[(hostile, "overlap"), (" tail", None)],
     )  # fmt: skip
     with gr.Blocks() as demo:
-        gr.Markdown(view.column_header("full", f"unavailable: model at /tmp/{hostile} is broken"))
-        gr.Markdown(view.result_markdown(failed))
-        gr.Markdown(view.result_markdown(scored))
-        gr.Markdown(f"⚠️ {view.md_escape(hostile)}")
-        gr.Textbox(value=hostile, interactive=False)
-        gr.HighlightedText(value=scored.spans, color_map={"overlap": "#fdba74"})
-        gr.Dataframe(value=[[hostile, 1, 1, "100%", "0–100%", "0.5"]], headers=list(view.LEADERBOARD_COLUMNS))
+        shown = [  # each waited for below (by its elem_id) before the check
+            gr.Markdown(
+                view.column_header("full", f"unavailable: model at /tmp/{hostile} is broken"),
+                elem_id="hostile-0",
+            ),
+            gr.Markdown(view.result_markdown(failed), elem_id="hostile-1"),
+            gr.Markdown(view.result_markdown(scored), elem_id="hostile-2"),
+            gr.Markdown(f"⚠️ {view.md_escape(hostile)}", elem_id="hostile-3"),
+            gr.Textbox(value=hostile, interactive=False, elem_id="hostile-4"),
+            gr.HighlightedText(value=scored.spans, color_map={"overlap": "#fdba74"}, elem_id="hostile-5"),
+            gr.Dataframe(
+                value=[[hostile, 1, 1, "100%", "0–100%", "0.5"]],
+                headers=list(view.LEADERBOARD_COLUMNS),
+                elem_id="hostile-6",
+            ),
+        ]
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_selector("textarea")
-        page.wait_for_timeout(1000)
+        # Every component has rendered its value (the table its hostile cell) before the check.
+        page.wait_for_function(
+            """count => [...Array(count).keys()].every(i => {
+                const el = document.getElementById('hostile-' + i);
+                const text = el ? el.innerText + [...el.querySelectorAll('textarea')].map(t => t.value).join('') : '';
+                return text.trim().length > 0;
+            }) && document.getElementById('hostile-' + (count - 1)).innerText.includes('__pwned')""",
+            arg=len(shown),
+        )
         _assert_inert(page)
         assert "<script>" in page.content().replace("&lt;", "<").replace("&gt;", ">")  # shown, as text
         page.close()

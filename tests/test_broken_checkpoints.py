@@ -268,7 +268,8 @@ def test_app_starts_with_broken_parts_and_compare_reports_each_column(
 def test_corrupt_data_and_report_files_are_clear_errors(tmp_path: Path) -> None:
     """Not checkpoints, but read at start-up too: bytes that aren't UTF-8 name the file."""
     from core.data import DataError, read_jsonl
-    from core.service import InputError, read_report
+    from core.inputs import InputError
+    from core.reports import read_report
 
     data = tmp_path / "validation.jsonl"
     data.write_bytes(b'{"fname": "a", "dialogue": "hi", "summary": "s"}\n' + b"\xff\xfe\x93\n")

@@ -11,8 +11,10 @@ from core.generation import (
     effective_kwargs,
     fit_dialogue,
     summarize,
+    summarize_all,
 )
 from core.models import load_model_set, load_tokenizer
+from core.presentation import truncation_notice
 from core.prompt import PROMPT_HEAD, PROMPT_TAIL, build_prompt, clean_text
 
 
@@ -50,8 +52,13 @@ def test_long_dialogue_is_cut_to_the_limit_keeping_the_instruction(tokenizer) ->
     capped = long.strip()[:MAX_DIALOGUE_CHARS]  # tokens are counted on the character-capped text
     total = len(tokenizer(build_prompt(capped))["input_ids"])
     assert fitted.truncated_tokens == total - fitted.input_tokens > 0
-    assert f"{fitted.truncated_tokens:,} tokens" in fitted.notice
-    assert fit_dialogue(tokenizer, "#Person1#: Hi.").notice is None
+    short = fit_dialogue(tokenizer, "#Person1#: Hi.")
+    assert short.truncated_tokens == short.truncated_chars == 0
+    # The one truncation notice (core.presentation) reads the same counts.
+    notice = truncation_notice([fitted], long) or ""
+    assert (
+        f"{fitted.truncated_tokens:,} of" in notice and truncation_notice([short], "#Person1#: Hi.") is None
+    )
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t ", "\x00\x00"])
@@ -95,3 +102,28 @@ def test_summary_cache_is_bounded_and_skips_errors() -> None:
     assert SummaryCache.key("mini", "full", " a\x00 ", settings) == SummaryCache.key(
         "mini", "full", "a", settings
     )
+
+
+def test_summarize_all_batches_caches_and_reports_progress(tiny_checkpoints, data_dir) -> None:
+    config = load_config(
+        env={}, preset="mini", original=tiny_checkpoints["original"], full=tiny_checkpoints["full"],
+        lora=tiny_checkpoints["lora"], data=data_dir, device="cpu",
+    )  # fmt: skip
+    model_set = load_model_set(config)
+    settings = GenerationSettings(max_new_tokens=6)
+    dialogues = ["#Person1#: " + "word " * n for n in (30, 3, 12)]  # not in length order
+    cache, steps = SummaryCache(), []
+    first = summarize_all(
+        model_set, dialogues, settings, ("original", "lora"), cache=cache,
+        key=lambda name, i: (name, i), batch_size=2, progress=lambda done, total: steps.append((done, total)),
+    )  # fmt: skip
+    assert steps == [(0, 3), (2, 3), (3, 3)] and first.generated == 6 and first.cached == 0
+    for name in ("original", "lora"):  # batched and length-sorted, yet in input order
+        alone = [next(summarize(model_set, d, settings, names=[name])).text for d in dialogues]
+        assert first.texts[name] == alone
+    again = summarize_all(
+        model_set, dialogues, settings, ("original", "lora"), cache=cache, key=lambda name, i: (name, i)
+    )
+    assert (again.cached, again.generated, again.texts) == (6, 0, first.texts)
+    absent = summarize_all(model_set, dialogues[:1], settings, ("nowhere",))
+    assert absent.texts == {"nowhere": [""]} and "not loaded" in absent.errors["nowhere"][0]

@@ -11,25 +11,21 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from core import charts
 from core import presentation as view
 from core.battles import BattleError, BattleStore
 from core.config import MODEL_NAMES, GenerationSettings, load_config
 from core.data import load_split
 from core.evaluation import build_summary, score_table
 from core.generation import MAX_DIALOGUE_CHARS
+from core.inputs import InputError, join_references, parse_references, parse_settings
+from core.jsonfile import JsonFileError, read_json_object
 from core.metrics import ROUGE_TYPES
 from core.model_cards import card_for, lora_headline, model_cards
 from core.models import ModelSet, load_model_set
-from core.service import (
-    ArenaService,
-    InputError,
-    join_references,
-    normalise_report,
-    parse_references,
-    parse_settings,
-    read_report,
-    truncation_notice,
-)
+from core.presentation import truncation_notice
+from core.reports import normalise_report, read_report
+from core.service import ArenaService
 from core.votes import VoteStore
 
 SETTINGS = GenerationSettings(max_new_tokens=12)
@@ -262,11 +258,40 @@ def test_unreadable_report_is_a_clear_error(tmp_path: Path) -> None:
         normalise_report([1, 2])
 
 
+def test_only_the_build_summary_shape_is_read() -> None:
+    cell = {"mean": 0.3, "ci95": [0.2, 0.4]}
+    report = normalise_report(
+        {"models": {"original": {"rouge1": cell}, "full": {"rouge": {"rouge1": cell}},
+                    "lora": {"rouge1": 0.3, "rouge2": {"value": 0.1, "lo": 0.0, "hi": 0.2}}}, "n": 3}
+    )  # fmt: skip
+    rows = {row["model"]: row["metrics"] for row in report["rows"]}
+    assert rows["original"]["rouge1"]["ci95"] == [0.2, 0.4]
+    assert rows["full"] == {} and rows["lora"] == {}  # other spellings are not guessed at
+    assert report["lora_vs_full_pp"] == {}
+
+
+def test_json_reader_policies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken, listed = tmp_path / "broken.json", tmp_path / "list.json"
+    broken.write_bytes(b"\xff{")
+    listed.write_text("[1]", encoding="utf-8")
+    assert read_json_object(tmp_path / "absent.json", on_error="raise") is None
+    with pytest.raises(JsonFileError, match="the thing is unreadable: not valid JSON"):
+        read_json_object(broken, on_error="raise", what="the thing")
+    with pytest.raises(JsonFileError, match="expected a JSON object"):
+        read_json_object(listed, on_error="raise")
+    assert read_json_object(broken, on_error="ignore") is None and not caplog.records
+    assert read_json_object(listed, on_error="warn") is None
+    assert "list.json is unreadable" in caplog.text
+
+
 def test_fresh_evaluation_is_bounded_and_reports_progress(service: ArenaService) -> None:
     seen: list[float] = []
     report = service.fresh_evaluation(2, progress=lambda frac, _desc: seen.append(frac))
     assert report["n"] == 2 and [r["model"] for r in report["rows"][:3]] == list(MODEL_NAMES)
-    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    # One loop, one cache: the evaluated dialogues now compare from the cache.
+    first = next(r for r in service.examples() if r.references)
+    assert all(r.cached for r in service.compare_stream(first.dialogue, "", service.config.generation))
     for bad in (0, 51, "many"):
         with pytest.raises(InputError, match="from 1 to 50"):
             service.fresh_evaluation(bad)
@@ -313,9 +338,9 @@ def test_figures_render_with_and_without_data(model_set: ModelSet, tmp_path: Pat
     cards = model_cards(model_set.config)
     nothing = {name: card_for(name, str(tmp_path / "missing" / name)) for name in MODEL_NAMES}
     for figure in (
-        view.size_figure(cards), view.size_figure(nothing), view.loss_figure(cards), view.loss_figure({}),
-        view.benchmark_figure({}), view.benchmark_figure({"rows": [{"model": "full", "label": "Full",
-                                                                      "metrics": {}}]}),
+        charts.size_figure(cards), charts.size_figure(nothing), charts.loss_figure(cards), charts.loss_figure({}),
+        charts.benchmark_figure({}), charts.benchmark_figure({"rows": [{"model": "full", "label": "Full",
+                                                                        "metrics": {}}]}),
     ):  # fmt: skip
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")  # drawing is where a bad axis setup fails

@@ -6,7 +6,8 @@ Writes to the output directory (default ``checkpoints/<preset>/eval``):
   and ROUGE-1/2/L/Lsum, the two baselines, and each model's control scores;
 * ``summary.json``    - means with 95% paired bootstrap CIs, improvements in percentage points,
   baselines and controls (see :func:`core.evaluation.build_summary` for the shape);
-* ``report.md``       - the same as readable tables; ``rouge.png`` - a bar chart with CI bars;
+* ``report.md``       - the same as readable tables; ``rouge.png`` - the app's Benchmark chart
+  (``core.charts.benchmark_figure``: bars with 95% CIs);
 * ``generations.jsonl`` - the generation cache: a summary already generated for the same model
   weights, decoding settings and dialogue is never generated again (re-runs are instant).
 """
@@ -20,10 +21,11 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.charts import benchmark_figure
 from core.config import (
     MODEL_LABELS,
     MODEL_NAMES,
@@ -40,13 +42,13 @@ from core.evaluation import (
     BOOTSTRAP_SEED,
     ScoreTable,
     build_summary,
-    plot_summary,
     report_markdown,
     score_table,
 )
-from core.generation import MAX_INPUT_TOKENS, effective_kwargs, summarize_many
+from core.generation import MAX_INPUT_TOKENS, Summary, effective_kwargs, summarize_all
 from core.metrics import ROUGE_TYPES
 from core.models import LoadedModel, ModelSet, load_model_set
+from core.reports import normalise_report
 from train.metadata import portable_location
 
 logger = logging.getLogger(__name__)
@@ -96,11 +98,15 @@ def dialogue_hash(text: str) -> str:
 
 
 class GenerationCache:
-    """Summaries already generated, in an append-only JSONL file (survives a killed run)."""
+    """Summaries already generated, in an append-only JSONL file (survives a killed run).
+
+    A :class:`core.generation.BatchCache`: :func:`core.generation.summarize_all` reads and fills it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
+        self.ids: dict[str, str] = {}  # key -> dialogue id, written alongside for people reading the file
         if path.is_file():
             with path.open(encoding="utf-8") as handle:
                 for number, line in enumerate(handle, start=1):
@@ -125,16 +131,35 @@ class GenerationCache:
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
+    def get(self, key: Hashable) -> Summary | None:
+        """The stored summary under ``key``, or ``None``."""
+        entry = self.entries.get(str(key))
+        if entry is None or not isinstance(entry.get("text"), str):
+            return None
+        return Summary(
+            model=str(entry.get("model", "")),
+            text=entry["text"],
+            seconds=float(entry.get("seconds") or 0.0),
+            input_tokens=int(entry.get("input_tokens") or 0),
+            truncated_tokens=int(entry.get("truncated_tokens") or 0),
+        )
 
-    def add(self, entries: Sequence[dict[str, Any]]) -> None:
+    def put_many(self, items: Sequence[tuple[Hashable, Summary]]) -> None:
         """Store new summaries and append them to the file at once."""
-        if not entries:
+        if not items:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            for entry in entries:
+            for key, summary in items:
+                entry = {
+                    "key": str(key),
+                    "model": summary.model,
+                    "id": self.ids.get(str(key)),
+                    "text": summary.text,
+                    "seconds": round(summary.seconds, 4),
+                    "input_tokens": summary.input_tokens,
+                    "truncated_tokens": summary.truncated_tokens,
+                }
                 self.entries[entry["key"]] = entry
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
@@ -153,8 +178,10 @@ def generate_all(
 ) -> tuple[dict[str, list[str]], dict[str, int], dict[str, Any]]:
     """Each loaded model's summary of every record, generating only what the cache lacks.
 
-    Returns (summaries per model, generation errors per model, statistics). Models whose missing
-    dialogues coincide share ``summarize_many`` calls (original + LoRA in one batch).
+    Returns (summaries per model, generation errors per model, statistics). The loop is
+    :func:`core.generation.summarize_all` (the app's fresh evaluation runs the same one);
+    this adds the file cache's keys (model weights' fingerprint, settings, dialogue) and a
+    progress bar.
     """
     from tqdm.auto import tqdm
 
@@ -164,56 +191,24 @@ def generate_all(
     keys = {
         n: [GenerationCache.key(prints[n], kwargs[n], max_input_tokens, r) for r in records] for n in names
     }
-    texts: dict[str, list[str | None]] = {
-        n: [(cache.get(k) or {}).get("text") for k in keys[n]] for n in names
-    }  # fmt: skip
-    errors = dict.fromkeys(names, 0)
-    todo = [i for i in range(len(records)) if any(texts[n][i] is None for n in names)]
-    # Length-sorted batches: dialogues of similar length share a batch, so little of each
-    # batch is padding (python -m bench: P4). Results are stored by index, order is unaffected.
-    todo.sort(key=lambda i: len(records[i].dialogue))
-    stats = {"cached": sum(t is not None for n in names for t in texts[n]), "generated": 0, "seconds": 0.0}
-    bar = tqdm(total=len(todo), desc="summarizing", unit="dialogue", disable=not progress or not todo)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        groups: dict[tuple[int, ...], list[str]] = {}
-        for name in names:
-            missing = tuple(i for i in batch if texts[name][i] is None)
-            if missing:
-                groups.setdefault(missing, []).append(name)
-        new_entries = []
-        for indices, group in groups.items():
-            begin = time.perf_counter()
-            results = summarize_many(
-                model_set, [records[i].dialogue for i in indices], settings, group, max_input_tokens
-            )
-            for summaries in results:
-                for i, summary in zip(indices, summaries, strict=True):
-                    if summary.error is not None:
-                        errors[summary.model] += 1
-                        logger.error("%s failed on %s: %s", summary.model, records[i].id, summary.error)
-                        texts[summary.model][i] = ""
-                        continue
-                    texts[summary.model][i] = summary.text
-                    new_entries.append(
-                        {
-                            "key": keys[summary.model][i],
-                            "model": summary.model,
-                            "id": records[i].id,
-                            "text": summary.text,
-                            "seconds": round(summary.seconds / max(1, len(indices)), 4),
-                            "input_tokens": summary.input_tokens,
-                            "truncated_tokens": summary.truncated_tokens,
-                        }
-                    )
-                    stats["generated"] += 1
-            stats["seconds"] += time.perf_counter() - begin
-        cache.add(new_entries)  # after each batch: a killed run keeps what it generated
-        bar.update(len(batch))
+    cache.ids.update({k: r.id for n in names for k, r in zip(keys[n], records, strict=True)})
+    bar = tqdm(desc="summarizing", unit="dialogue", disable=not progress)
+
+    def advance(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    result = summarize_all(
+        model_set, [r.dialogue for r in records], settings, names,
+        cache=cache, key=lambda name, i: keys[name][i], batch_size=batch_size,
+        max_input_tokens=max_input_tokens, progress=advance,
+    )  # fmt: skip
     bar.close()
-    done = {n: [t or "" for t in texts[n]] for n in names}
-    stats["seconds"] = round(stats["seconds"], 3)
-    return done, errors, {**stats, "generation": {n: kwargs[n] for n in names}}
+    for name, messages in result.errors.items():
+        logger.error("%s failed on %d dialogues, e.g.: %s", name, len(messages), messages[0])
+    errors = {n: len(result.errors.get(n, [])) for n in names}
+    stats = {"cached": result.cached, "generated": result.generated, "seconds": round(result.seconds, 3)}
+    return result.texts, errors, {**stats, "generation": {n: kwargs[n] for n in names}}
 
 
 def prediction_rows(table: ScoreTable) -> list[dict[str, Any]]:
@@ -301,7 +296,9 @@ def evaluate(
     write_predictions(out / "predictions.csv", table)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(summary, MODEL_LABELS), encoding="utf-8")
-    plot_summary(summary, str(out / "rouge.png"), MODEL_LABELS)
+    chart = normalise_report(summary, source=str(out / "summary.json"))
+    title = f"{summary['preset']} on {summary['split']} (n={summary['n']})"
+    benchmark_figure(chart, title).savefig(out / "rouge.png")
     return summary
 
 
