@@ -99,7 +99,12 @@ def test_compare_in_the_browser(page) -> None:
         assert "R-Lsum" in scores and "ROUGE F1" in scores
     if os.environ.get("ARENA_SCREENSHOT"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.wait_for_timeout(500)  # let the last column's highlight settle before the picture
+        # The picture once every column's overlap panel shows its words and the fonts are in.
+        for name in MODEL_NAMES:
+            page.wait_for_function(
+                "id => document.querySelector('#overlap-' + id)?.innerText.trim().length > 0", arg=name
+            )
+        page.evaluate("() => document.fonts.ready.then(() => true)")
         page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
