@@ -226,7 +226,7 @@ def test_cli_defaults_are_the_labs(capsys: pytest.CaptureFixture[str]) -> None:
     options = cli.options_from_args("lora", args)
     assert options.resolved_learning_rate() == 1e-3
     assert (options.lora_r, options.lora_alpha, options.lora_dropout) == (32, 32, 0.05)
-    assert options.lora_targets == ("q", "v")
+    assert list(options.lora_targets) == ["q", "v"]
     assert (options.max_source_length, options.max_target_length) == (512, 128)
     local = Path(default_data_source())
     expected = str(local) if (local / "train.jsonl").is_file() else DEFAULT_HUB_DATA
@@ -239,6 +239,33 @@ def test_cli_defaults_are_the_labs(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for flag in ("--resume", "--overwrite", "--push-to-hub", "--bf16", "--grad-accum", "1e-05"):
         assert flag in text
+    assert "--lora-r" not in text and "--max_steps" not in text  # LoRA flags only on train.lora
+
+
+def test_cli_flags_of_before_the_dataclass_parser_still_parse() -> None:
+    """Every flag the hand-written argparse parser accepted, with the values it produced."""
+    argv = [
+        "--base-model", "b", "--data", "d", "--split", "validation", "--limit", "4", "--output", "o",
+        "--preset", "mini", "--overwrite", "--resume", "--push-to-hub", "me/repo", "--epochs", "2.5",
+        "--max-steps", "7", "--lr", "0.5", "--batch-size", "3", "--grad-accum", "2",
+        "--weight-decay", "0.1", "--warmup-ratio", "0.05", "--label-smoothing", "0.1", "--dropout", "0.2",
+        "--seed", "9", "--max-source-length", "64", "--max-target-length", "16", "--logging-steps", "2",
+        "--save-steps", "5", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1",
+        "--lora-targets", "q", "k", "v",
+    ]  # fmt: skip
+    options = cli.options_from_args("lora", cli.build_parser("lora").parse_args(argv))
+    expected = TrainOptions(
+        method="lora", base_model="b", data="d", split="validation", limit=4, output_dir="o",
+        preset="mini", overwrite=True, resume=True, push_to_hub="me/repo", epochs=2.5, max_steps=7,
+        learning_rate=0.5, batch_size=3, grad_accum=2, weight_decay=0.1, warmup_ratio=0.05,
+        label_smoothing=0.1, dropout=0.2, seed=9, max_source_length=64, max_target_length=16,
+        logging_steps=2, save_steps=5, lora_r=4, lora_alpha=8, lora_dropout=0.1, lora_targets=["q", "k", "v"],
+    )  # fmt: skip
+    assert options == expected
+    spelled = cli.build_parser("full").parse_args(["--learning-rate", "0.25", "--output", "o"])
+    assert cli.options_from_args("full", spelled).learning_rate == 0.25
+    with pytest.raises(SystemExit):
+        cli.build_parser("full").parse_args(["--lora-r", "4"])
 
 
 def test_bad_options_are_refused_clearly() -> None:

@@ -1,7 +1,8 @@
 """One training path for both methods: preprocessing, the Trainer run, saving and metadata.
 
-``train.full`` and ``train.lora`` are thin command lines over :func:`train`; other code (the
-``mini`` preset builder) calls it directly with a :class:`TrainOptions`.
+``train.full`` and ``train.lora`` are thin command lines over :func:`train` (their flags are the
+fields of :class:`TrainOptions`' argument groups); other code (the ``mini`` preset builder)
+calls it directly with a :class:`TrainOptions`.
 
 Preprocessing is the serving path's: the core prompt around each dialogue, the dialogue cut
 at a token boundary so the prompt fits ``max_source_length`` (512) with its trailing
@@ -16,14 +17,14 @@ import logging
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from core.checkpoints import portable_location, weights_size_bytes
-from core.config import PROJECT_ROOT, default_data_source, load_config
+from core.config import DEFAULT_HUB_DATA, PRESETS, PROJECT_ROOT, default_data_source, load_config
 from core.data import DataError, Dialogue, load_split
 from core.generation import fit_dialogue
 from core.prompt import build_prompt
@@ -40,42 +41,142 @@ class TrainingError(RuntimeError):
     """A training run cannot start or finish; the message says why and what to do."""
 
 
-@dataclass
-class TrainOptions:
-    """Everything one training run needs. ``None`` fields take the method's default."""
+def default_training_data(split: str) -> str:
+    """The local DialogSum copy when it holds ``split``, else the Hub (the local copy has no train split)."""
+    local = default_data_source()
+    return local if (Path(local) / f"{split}.jsonl").is_file() else DEFAULT_HUB_DATA
+
+
+# The options are grouped as ``python -m train.full --help`` shows them; each dataclass is one
+# group (``HfArgumentParser`` reads ``_argument_group_name``) and each field's ``help`` is the
+# flag's. The defaults here are the only ones: the command line and scripted callers share them.
+
+
+@dataclass(kw_only=True)
+class RunArguments:
+    """What to train, on which data, and where the result goes."""
+
+    _argument_group_name = "what to train on and where to write it"
+
+    base_model: str = field(
+        default="google/flan-t5-base",
+        metadata={"help": "hub id or local directory of the model to start from"},
+    )
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": f"DialogSum: a hub id (e.g. {DEFAULT_HUB_DATA}) or a local directory of <split>.jsonl "
+            "files (default: the local copy beside the project if it has the split, else the Hub)"
+        },
+    )
+    split: str = field(default="train", metadata={"help": "data split to train on"})
+    limit: int | None = field(
+        default=None, metadata={"help": "use only the first N dialogues (default: all)", "metavar": "N"}
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--output"],
+            "metavar": "DIR",
+            "help": "output directory (default: checkpoints/<preset>/<method> under the checkpoints root)",
+        },
+    )
+    preset: str = field(
+        default="flan-t5-base",
+        metadata={"choices": PRESETS, "help": "preset whose checkpoints folder is the default output"},
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace a non-empty output directory instead of refusing"}
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue an interrupted run from its last checkpoint in DIR/trainer/"},
+    )
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "REPO",
+            "help": "after training, upload the output directory to this Hub repo (needs `hf auth login`)",
+        },
+    )
+
+
+@dataclass(kw_only=True)
+class OptimisationArguments:
+    """How the weights are trained."""
+
+    _argument_group_name = "optimisation"
+
+    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
+    max_steps: int = field(
+        default=-1, metadata={"help": "stop after this many optimizer steps (overrides --epochs when > 0)"}
+    )
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--lr"],
+            "help": f"peak learning rate (default: {DEFAULT_LEARNING_RATES['full']:g} for full fine-tuning, "
+            f"{DEFAULT_LEARNING_RATES['lora']:g} for LoRA: the lab's values)",
+        },
+    )
+    batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
+    grad_accum: int = field(
+        default=1, metadata={"help": "accumulate gradients over N batches (effective batch = batch size x N)"}
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "share of steps spent warming up"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing factor"})
+    dropout: float | None = field(
+        default=None, metadata={"help": "override the model's dropout rate (default: keep it)"}
+    )
+    seed: int = field(default=42, metadata={"help": "random seed for data order and init"})
+    # fp16 is never offered: T5 overflows in float16.
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bfloat16 mixed precision (CUDA GPUs only; much faster on A100/H100)"},
+    )
+    max_source_length: int = field(default=512, metadata={"help": "cut prompts to this many tokens"})
+    max_target_length: int = field(default=128, metadata={"help": "cut summaries to this many tokens"})
+    logging_steps: int = field(default=10, metadata={"help": "log the loss every N steps"})
+    save_steps: int = field(default=500, metadata={"help": "write a resumable checkpoint every N steps"})
+
+
+@dataclass(kw_only=True)
+class LoraArguments:
+    """The LoRA adapter's shape (``train.lora`` only)."""
+
+    _argument_group_name = "LoRA"
+
+    lora_r: int = field(default=32, metadata={"help": "rank of the update matrices"})
+    lora_alpha: int = field(default=32, metadata={"help": "scaling numerator alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA path"})
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q", "v"],
+        metadata={"help": "module names to adapt, e.g. q k v o wi wo (default: q v)"},
+    )
+
+
+@dataclass(kw_only=True)
+class TrainOptions(LoraArguments, OptimisationArguments, RunArguments):
+    """Everything one training run needs: the command line's options plus what only code sets.
+
+    ``None`` fields take the method's default (:meth:`with_defaults`, :meth:`resolved_learning_rate`).
+    """
 
     method: str  # "full" | "lora"
-    base_model: str  # hub id or local directory
-    output_dir: str
-    data: str = field(default_factory=default_data_source)  # hub id or local DialogSum directory
-    split: str = "train"
-    limit: int | None = None
-    epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float | None = None  # None -> 1e-5 full, 1e-3 LoRA
-    batch_size: int = 8
-    grad_accum: int = 1
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    label_smoothing: float = 0.0
-    dropout: float | None = None  # None keeps the model's dropout_rate
-    seed: int = 42
-    resume: bool = False
-    overwrite: bool = False
-    bf16: bool = False  # mixed precision, only on a GPU; fp16 is never offered (T5 overflows)
-    push_to_hub: str | None = None
-    lora_r: int = 32
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ("q", "v")
-    max_source_length: int = 512
-    max_target_length: int = 128
-    logging_steps: int = 10
-    save_steps: int = 500  # Trainer checkpoint interval (for --resume)
     generation_defaults: dict | None = None  # written to the output's generation_config.json
     data_source_label: str | None = None  # what metadata and card record as the data set
     quiet: bool = False  # no progress bars (tests, scripted callers)
     callbacks: list[Any] = field(default_factory=list)  # extra transformers TrainerCallbacks
+
+    def with_defaults(self) -> TrainOptions:
+        """A copy with the defaults that depend on other options filled in: the output
+        directory (``checkpoints/<preset>/<method>``) and the data (:func:`default_training_data`)."""
+        return replace(
+            self,
+            output_dir=self.output_dir or default_output_dir(self.method, self.preset),
+            data=self.data or default_training_data(self.split),
+        )
 
     def resolved_learning_rate(self) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.method]
@@ -307,7 +408,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     """
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
 
-    options.validate()
+    options = options.with_defaults().validate()
     resume_from = prepare_output_dir(options)
     out = Path(options.output_dir).expanduser()
     trainer_dir = out / TRAINER_DIR
