@@ -3,6 +3,8 @@
 Run ``python app.py`` (honours ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` and the
 ``ARENA_*`` variables of ``core/config.py``). This file only declares the UI, top to bottom,
 and wires it to ``core``; every decision lives in ``core.service`` and ``core.presentation``.
+The page is built by :func:`build_demo` from a service, so importing this module loads no
+model; :func:`main` loads the configured models and launches.
 
 Named API endpoints (``gradio_client``): ``/compare``, ``/battle``, ``/vote``, ``/leaderboard``.
 """
@@ -34,9 +36,6 @@ from core.inputs import InputError, join_references, parse_settings
 from core.model_cards import model_cards
 from core.service import FRESH_EVAL_RANGE, ArenaService
 
-logging.basicConfig(
-    level=os.environ.get("ARENA_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-)
 logger = logging.getLogger("arena.app")
 
 # Queue limits (cited by the README). Generation is CPU/GPU bound, so at most
@@ -50,14 +49,7 @@ QUEUE_MAX_SIZE = 512
 MAX_UPLOAD = "1mb"  # gradio's upload route exists in every app; this one needs no uploads
 RANKINGS = ("A > B > C", "A > C > B", "B > A > C", "B > C > A", "C > A > B", "C > B > A")
 ALL_BAD = "All bad"
-
-config = load_config()
-ensure_offline_if_unreachable(config)  # before any model load: never wait on an unreachable Hub
-service = ArenaService.from_config(config)
-statuses = service.model_status()
-examples = service.examples()
-example_choices = [(f"{d.id} · {d.topic}" if d.topic else d.id, d.id) for d in examples]
-first_example = examples[0] if examples else None
+PRIVATE: dict[str, Any] = {"api_visibility": "private"}  # UI events; the API is the four gr.api routes
 
 
 def user_error(err: Exception) -> gr.Error:
@@ -65,146 +57,243 @@ def user_error(err: Exception) -> gr.Error:
     return gr.Error(str(err), print_exception=False)
 
 
-# ---------------------------------------------------------------------------- handlers: Compare
+def session_of(service: ArenaService, request: gr.Request | None) -> str:
+    """The anonymous session id of a request (``"api"`` when gradio gives none)."""
+    return service.session_id(getattr(request, "session_hash", None))
 
 
-def pick_example(key: str | None) -> tuple[Any, Any, Any, str]:
-    """Dropdown choice -> dialogue, reference, remembered id, note."""
-    if not key:
-        return gr.skip(), gr.skip(), gr.skip(), ""
-    try:
-        record = service.example(key)
-    except InputError as err:
-        return gr.skip(), gr.skip(), None, f"⚠ {view.md_escape(err)}"
-    return record.dialogue, join_references(record.references), record.id, ""
+# ---------------------------------------------------------------------------- Compare
 
 
-def random_example() -> tuple[Any, Any, Any, Any, str]:
-    try:
-        record = service.random_example()
-    except InputError as err:
-        return gr.skip(), gr.skip(), gr.skip(), None, f"⚠ {view.md_escape(err)}"
-    return record.id, record.dialogue, join_references(record.references), record.id, ""
-
-
-def dialogue_edited(selected: str | None) -> tuple[Any, Any, Any, str]:
-    """Once the text is no longer the picked example, its reference no longer applies."""
-    if not selected:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return None, "", None, "Your own dialogue: the reference was cleared (type one to get ROUGE)."
-
-
-def compare_frames(dialogue: str, reference: str, max_new_tokens: Any, num_beams: Any):
-    """Stream the three columns: each fills as soon as its model is done."""
-    results: dict[str, Any] = {}
-
-    def frame(notice: str, pending: bool) -> list[Any]:
-        values: list[Any] = [notice]
+def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
+    """The Compare tab: pick or paste a dialogue, summarize it with the three models side by side."""
+    config = service.config
+    examples = service.examples()
+    first = examples[0] if examples else None
+    selected = gr.State(first.id if first else None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Row(equal_height=False):
+                example_pick = gr.Dropdown(
+                    choices=[(f"{d.id} · {d.topic}" if d.topic else d.id, d.id) for d in examples],
+                    value=first.id if first else None,
+                    label=f"DialogSum dialogue ({len(examples)} held-out): type an id or a topic",
+                    filterable=True,
+                    scale=4,
+                    elem_id="example-pick",
+                )
+                random_button = gr.Button(
+                    "Random", variant="secondary", scale=1, min_width=90, elem_id="random-example"
+                )
+            dialogue_box = gr.Textbox(
+                value=first.dialogue if first else "",
+                label="Dialogue: pick one above or paste your own (cut to 512 tokens)",
+                lines=9,
+                max_lines=9,
+                elem_id="dialogue",
+            )
+        with gr.Column(scale=2):
+            reference_box = gr.Textbox(
+                value=join_references(first.references) if first else "",
+                label="Reference summary (editable; blank line between several; empty = no ROUGE)",
+                lines=7,
+                max_lines=7,
+                elem_id="reference",
+            )
+            with gr.Accordion("Generation settings", open=False):
+                with gr.Row():
+                    max_tokens_box = gr.Number(
+                        value=config.generation.max_new_tokens,
+                        precision=0,
+                        label=f"Max new tokens ({MAX_NEW_TOKENS_RANGE[0]}-{MAX_NEW_TOKENS_RANGE[1]})",
+                        elem_id="max-new-tokens",
+                    )
+                    beams_box = gr.Number(
+                        value=config.generation.num_beams,
+                        precision=0,
+                        label=f"Beams ({NUM_BEAMS_RANGE[0]}-{NUM_BEAMS_RANGE[1]}; empty = model default)",
+                        elem_id="num-beams",
+                    )
+                gr.Markdown("Deterministic decoding; results are cached per model, dialogue and settings.")
+            summarize_button = gr.Button(
+                "Summarize with all three models", variant="primary", size="lg", elem_id="summarize"
+            )
+            pick_note = gr.Markdown("", elem_id="pick-note")
+    notice = gr.Markdown("", elem_id="compare-notice")
+    columns: dict[str, tuple[gr.Textbox, gr.Markdown, gr.HighlightedText]] = {}
+    with gr.Row(equal_height=False):
         for name in MODEL_NAMES:
-            result = results.get(name)
-            values += [
-                result.summary if result else "",
-                view.result_markdown(result, pending=pending),
-                view.overlap_value(result),
-            ]
-        return values
+            with gr.Column(elem_id=f"column-{name}", elem_classes=["model-column"]):
+                gr.Markdown(view.column_header(name, statuses[name]))
+                columns[name] = (
+                    gr.Textbox(
+                        label="Summary",
+                        lines=3,
+                        interactive=False,
+                        buttons=["copy"],
+                        elem_id=f"summary-{name}",
+                    ),
+                    gr.Markdown("", elem_id=f"scores-{name}"),
+                    gr.HighlightedText(
+                        label="Words shared with the reference",
+                        color_map={"overlap": "#fdba74"},
+                        show_legend=False,
+                        show_inline_category=False,
+                        elem_id=f"overlap-{name}",
+                    ),
+                )
 
-    try:
-        settings = parse_settings(max_new_tokens, num_beams, config.generation)
-        yield frame("*Summarizing with all three models…*", pending=True)
-        for result in service.compare_stream(dialogue, reference, settings):
-            results[result.model] = result
-            yield frame("*Summarizing…*" if len(results) < len(MODEL_NAMES) else "", pending=True)
-    except InputError as err:
-        yield frame(f"✗ {view.md_escape(err)}", pending=False)
-        return
-    except Exception as err:  # the page must say something rather than hang on a spinner
-        logger.exception("compare failed")
-        yield frame(f"✗ Unexpected error: {view.md_escape(err)}", pending=False)
-        return
-    notice = view.truncation_notice(list(results.values()), dialogue)
-    yield frame(f"✂ {view.md_escape(notice, 1000)}" if notice else "", pending=False)
+    def pick_example(key: str | None) -> dict[Any, Any]:
+        """Dropdown choice -> dialogue, reference, remembered id, note."""
+        if not key:
+            return {pick_note: ""}
+        try:
+            record = service.example(key)
+        except InputError as err:
+            return {selected: None, pick_note: f"⚠ {view.md_escape(err)}"}
+        return {
+            dialogue_box: record.dialogue,
+            reference_box: join_references(record.references),
+            selected: record.id,
+            pick_note: "",
+        }
+
+    def random_example() -> dict[Any, Any]:
+        try:
+            record = service.random_example()
+        except InputError as err:
+            return {selected: None, pick_note: f"⚠ {view.md_escape(err)}"}
+        return {
+            example_pick: record.id,
+            dialogue_box: record.dialogue,
+            reference_box: join_references(record.references),
+            selected: record.id,
+            pick_note: "",
+        }
+
+    def dialogue_edited(remembered: str | None) -> dict[Any, Any]:
+        """Once the text is no longer the picked example, its reference no longer applies."""
+        if not remembered:
+            return {}
+        note = "Your own dialogue: the reference was cleared (type one to get ROUGE)."
+        return {example_pick: None, reference_box: "", selected: None, pick_note: note}
+
+    def compare_frames(dialogue: str, reference: str, max_new_tokens: Any, num_beams: Any):
+        """Stream the three columns: each fills as soon as its model is done."""
+        results: dict[str, Any] = {}
+
+        def frame(text: str, pending: bool) -> dict[Any, Any]:
+            values: dict[Any, Any] = {notice: text}
+            for name, (summary, scores, overlap) in columns.items():
+                result = results.get(name)
+                values[summary] = result.summary if result else ""
+                values[scores] = view.result_markdown(result, pending=pending)
+                values[overlap] = view.overlap_value(result)
+            return values
+
+        try:
+            settings = parse_settings(max_new_tokens, num_beams, config.generation)
+            yield frame("*Summarizing with all three models…*", pending=True)
+            for result in service.compare_stream(dialogue, reference, settings):
+                results[result.model] = result
+                yield frame("*Summarizing…*" if len(results) < len(MODEL_NAMES) else "", pending=True)
+        except InputError as err:
+            yield frame(f"✗ {view.md_escape(err)}", pending=False)
+            return
+        except Exception as err:  # the page must say something rather than hang on a spinner
+            logger.exception("compare failed")
+            yield frame(f"✗ Unexpected error: {view.md_escape(err)}", pending=False)
+            return
+        cut = view.truncation_notice(list(results.values()), dialogue)
+        yield frame(f"✂ {view.md_escape(cut, 1000)}" if cut else "", pending=False)
+
+    picked = [dialogue_box, reference_box, selected, pick_note]
+    example_pick.input(pick_example, example_pick, picked, **PRIVATE)
+    random_button.click(random_example, None, [example_pick, *picked], **PRIVATE)
+    dialogue_box.input(
+        dialogue_edited, selected, [example_pick, reference_box, selected, pick_note],
+        queue=False, trigger_mode="always_last", show_progress="hidden", **PRIVATE,
+    )  # fmt: skip
+    summarize_button.click(
+        compare_frames,
+        [dialogue_box, reference_box, max_tokens_box, beams_box],
+        [notice, *[c for column in columns.values() for c in column]],
+        show_progress="minimal",  # columns stay visible while the others are still generating
+        concurrency_limit=GENERATE_CONCURRENCY,
+        concurrency_id="generate",
+        **PRIVATE,
+    )
 
 
-# ---------------------------------------------------------------------------- handlers: Benchmark
+# ---------------------------------------------------------------------------- Benchmark
 
 
-def report_view() -> tuple[str, list[list[Any]], Any]:
+def report_view(service: ArenaService) -> tuple[str, list[list[Any]], Any]:
+    """Caption, table rows and chart of the live preset's evaluation report (or why there is none)."""
     try:
         report = service.benchmark_report()
     except InputError as err:
         return f"⚠ {view.md_escape(err)}", [], charts.benchmark_figure({})
     if report is None:
         return (
-            f"No evaluation report for the `{config.preset}` preset yet. Run `python -m train.evaluate` "
-            f"(it writes `{view.md_escape(config.report_dir.name)}/summary.json` next to the checkpoints), "
-            "or run a quick fresh evaluation below.",
+            f"No evaluation report for the `{service.config.preset}` preset yet. Run `python -m train.evaluate` "
+            f"(it writes `{view.md_escape(service.config.report_dir.name)}/summary.json` next to the "
+            "checkpoints), or run a quick fresh evaluation below.",
             [],
             charts.benchmark_figure({}),
         )
     return view.benchmark_caption(report), view.benchmark_rows(report), charts.benchmark_figure(report)
 
 
-def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, Any, Any]:  # noqa: B008 - gradio's idiom
-    try:
-        report = service.fresh_evaluation(n, progress=lambda frac, desc: progress(frac, desc=desc))
-    except InputError as err:
-        raise user_error(err) from err
-    return (
-        view.benchmark_caption(report),
-        gr.update(value=view.benchmark_rows(report), visible=True),
-        gr.update(value=charts.benchmark_figure(report), visible=True),
+def benchmark_tab(service: ArenaService) -> None:
+    """The Benchmark tab: the shipped report, and a small evaluation run on demand."""
+    caption, rows, figure = report_view(service)
+    gr.Markdown(caption, elem_id="report-caption")
+    gr.Dataframe(
+        value=rows,
+        headers=view.BENCHMARK_COLUMNS,
+        interactive=False,
+        wrap=True,
+        visible=bool(rows),
+        elem_id="report-table",
     )
+    gr.Plot(figure, show_label=False, visible=bool(rows), elem_id="report-plot")
+    gr.Markdown(
+        "### Fresh evaluation\nScores the three models now on the first *N* held-out dialogues "
+        "(same scoring as `python -m train.evaluate`)."
+    )
+    with gr.Row(equal_height=True):
+        fresh_n = gr.Slider(
+            FRESH_EVAL_RANGE[0], FRESH_EVAL_RANGE[1], value=10, step=1, label="Dialogues (N)", scale=3
+        )
+        fresh_button = gr.Button("Run a fresh evaluation", scale=1, elem_id="fresh-eval")
+    fresh_caption = gr.Markdown("", elem_id="fresh-caption")
+    fresh_table = gr.Dataframe(headers=view.BENCHMARK_COLUMNS, interactive=False, wrap=True, visible=False)
+    fresh_plot = gr.Plot(show_label=False, visible=False)
+
+    def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:  # noqa: B008 - gradio's idiom
+        # The bar follows core.generation.summarize_all's batches (the report's own loop).
+        try:
+            report = service.fresh_evaluation(n, progress=lambda frac, desc: progress(frac, desc=desc))
+        except InputError as err:
+            raise user_error(err) from err
+        return {
+            fresh_caption: view.benchmark_caption(report),
+            fresh_table: gr.update(value=view.benchmark_rows(report), visible=True),
+            fresh_plot: gr.update(value=charts.benchmark_figure(report), visible=True),
+        }
+
+    fresh_button.click(
+        fresh_evaluation, fresh_n, [fresh_caption, fresh_table, fresh_plot],
+        concurrency_limit=1, concurrency_id="generate", **PRIVATE,
+    )  # fmt: skip
 
 
-# ---------------------------------------------------------------------------- handlers: Human evaluation
+# ---------------------------------------------------------------------------- Human evaluation
 
 
-def start_battle(request: gr.Request) -> list[Any]:
-    try:
-        battle = service.new_battle(service.session_id(getattr(request, "session_hash", None)))
-    except InputError as err:
-        return [None, "", "", *([gr.update(value="", label=f"Summary {x}") for x in "ABC"]), None, None,
-                f"✗ {view.md_escape(err)}", gr.update(interactive=False)]  # fmt: skip
-    shown = battle.letter_summaries()
-    return [
-        battle.token, battle.dialogue, battle.reference,
-        *[gr.update(value=shown[x], label=f"Summary {x}") for x in "ABC"],
-        None, None, "Pick the best summary (optionally rank all three), then submit to see who wrote what.",
-        gr.update(interactive=True),
-    ]  # fmt: skip
-
-
-def submit_vote(token: str | None, best: str | None, ranking: str | None) -> list[Any]:
-    unchanged = [gr.skip()] * 3
-    if not token:
-        return [token, *unchanged, "⚠ Start a battle first.", gr.skip(), gr.skip(), gr.skip()]
-    if not best and not ranking:
-        return [
-            token,
-            *unchanged,
-            "⚠ Pick the best summary (or *All bad*) first.",
-            gr.skip(),
-            gr.skip(),
-            gr.skip(),
-        ]
-    choice = "none" if best == ALL_BAD else (best or (ranking or "")[:1])
-    try:
-        battle, vote = service.vote(token, choice, ranking)
-    except InputError as err:
-        return [token, *unchanged, f"✗ {view.md_escape(err)}", gr.skip(), gr.skip(), gr.skip()]
-    revealed = battle.revealed()
-    letters = [x for x in (ranking or "") if x in "ABC"] or None
-    labels = [gr.update(label=f"Summary {x} — {MODEL_LABELS[revealed[x]]}") for x in "ABC"]
-    return [None, *labels, view.reveal_markdown(revealed, vote.choice, letters),
-            gr.update(interactive=False), *leaderboard_view()]  # fmt: skip
-
-
-def toggle_reference(hidden: bool) -> Any:
-    return gr.update(visible=not hidden)
-
-
-def leaderboard_view() -> tuple[Any, Any]:
+def board_values(service: ArenaService) -> tuple[list[list[Any]], str | None]:
+    """Leaderboard rows and a fresh CSV export of the votes; empty (and a warning) when the DB is down."""
     try:
         return view.leaderboard_rows(service.leaderboard()), service.export_votes_csv()
     except InputError as err:
@@ -213,298 +302,220 @@ def leaderboard_view() -> tuple[Any, Any]:
         return [], None
 
 
-# ---------------------------------------------------------------------------- handlers: API
-
-
-def api_compare(
-    dialogue: str, reference: str = "", max_new_tokens: int | None = None, num_beams: int | None = None
-) -> dict:
-    """Summarize a dialogue with all three models and score them against the reference(s).
-
-    Args:
-        dialogue: the conversation to summarize (cut to the models' 512-token input limit)
-        reference: human summary; several are separated by a blank line; empty = no ROUGE
-        max_new_tokens: optional summary length cap (1-512)
-        num_beams: optional beam count (1-8)
-    """
-    try:
-        return service.compare(dialogue, reference, max_new_tokens, num_beams)
-    except InputError as err:
-        raise user_error(err) from err
-
-
-def api_battle(request: gr.Request) -> dict:
-    """Start a blind battle: a DialogSum dialogue and three anonymous summaries A, B, C."""
-    try:
-        battle = service.new_battle(service.session_id(getattr(request, "session_hash", None)))
-    except InputError as err:
-        raise user_error(err) from err
-    return service.battle_json(battle)
-
-
-def api_vote(token: str, choice: str, ranking: str = "") -> dict:
-    """Vote once for a battle: choice is "A", "B", "C" or "none"; ranking optional ("B>A>C").
-
-    Args:
-        token: the battle token returned by /battle (good for one vote)
-        choice: the best summary's letter, or "none" when all three are bad
-        ranking: optional full ranking, best first, e.g. "B>A>C"
-    """
-    try:
-        return service.vote_json(token, choice, ranking or None)
-    except InputError as err:
-        raise user_error(err) from err
-
-
-def api_leaderboard() -> list:
-    """Per model: battles voted on, wins, win rate with a Wilson 95% CI, Bradley-Terry strength."""
-    try:
-        return service.leaderboard()
-    except InputError as err:
-        raise user_error(err) from err
-
-
-# ---------------------------------------------------------------------------- the page
-
-cards = model_cards(config)
-try:
-    _report = service.benchmark_report()
-except InputError:
-    _report = None
-
-# Vote exports are copied into gradio's cache; sweep files older than an hour, every hour.
-with gr.Blocks(title="Dialogue-summary arena", delete_cache=(3600, 3600)) as demo:
+def human_tab(service: ArenaService, demo: gr.Blocks) -> None:
+    """The Human evaluation tab: blind battles, votes, the live leaderboard and the vote export."""
     gr.Markdown(
-        "# Dialogue-summary arena\n"
-        "Flan-T5 **before fine-tuning**, after a **full fine-tune** and with **LoRA**, side by side on "
-        "[DialogSum](https://huggingface.co/datasets/knkarthick/dialogsum) dialogues, scored with ROUGE."
+        "**Blind test.** Three summaries of one dialogue in random order, labelled A, B, C. "
+        "Pick the best; the model names are revealed only after your vote (one vote per battle)."
     )
-    gr.Markdown(view.preset_banner(config, statuses, service.examples_error), elem_id="preset-banner")
-
-    with gr.Tabs():
-        # ------------------------------------------------------------------ Compare
-        with gr.Tab("Compare", id="compare"):
-            selected = gr.State(first_example.id if first_example else None)
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=3):
-                    with gr.Row(equal_height=False):
-                        example_pick = gr.Dropdown(
-                            choices=example_choices,
-                            value=first_example.id if first_example else None,
-                            label=f"DialogSum dialogue ({len(examples)} held-out): type an id or a topic",
-                            filterable=True,
-                            scale=4,
-                            elem_id="example-pick",
-                        )
-                        random_button = gr.Button(
-                            "Random", variant="secondary", scale=1, min_width=90, elem_id="random-example"
-                        )
-                    dialogue_box = gr.Textbox(
-                        value=first_example.dialogue if first_example else "",
-                        label="Dialogue: pick one above or paste your own (cut to 512 tokens)",
-                        lines=9,
-                        max_lines=9,
-                        elem_id="dialogue",
-                    )
-                with gr.Column(scale=2):
-                    reference_box = gr.Textbox(
-                        value=join_references(first_example.references) if first_example else "",
-                        label="Reference summary (editable; blank line between several; empty = no ROUGE)",
-                        lines=7,
-                        max_lines=7,
-                        elem_id="reference",
-                    )
-                    with gr.Accordion("Generation settings", open=False):
-                        with gr.Row():
-                            max_tokens_box = gr.Number(
-                                value=config.generation.max_new_tokens,
-                                precision=0,
-                                label=f"Max new tokens ({MAX_NEW_TOKENS_RANGE[0]}-{MAX_NEW_TOKENS_RANGE[1]})",
-                                elem_id="max-new-tokens",
-                            )
-                            beams_box = gr.Number(
-                                value=config.generation.num_beams,
-                                precision=0,
-                                label=f"Beams ({NUM_BEAMS_RANGE[0]}-{NUM_BEAMS_RANGE[1]}; empty = model default)",
-                                elem_id="num-beams",
-                            )
-                        gr.Markdown(
-                            "Deterministic decoding; results are cached per model, dialogue and settings."
-                        )
-                    summarize_button = gr.Button(
-                        "Summarize with all three models", variant="primary", size="lg", elem_id="summarize"
-                    )
-                    pick_note = gr.Markdown("", elem_id="pick-note")
-            notice = gr.Markdown("", elem_id="compare-notice")
-            column_outputs: list[Any] = []
-            with gr.Row(equal_height=False):
-                for name in MODEL_NAMES:
-                    with gr.Column(elem_id=f"column-{name}", elem_classes=["model-column"]):
-                        gr.Markdown(view.column_header(name, statuses[name]))
-                        column_outputs.append(
-                            gr.Textbox(
-                                label="Summary",
-                                lines=3,
-                                interactive=False,
-                                buttons=["copy"],
-                                elem_id=f"summary-{name}",
-                            )
-                        )
-                        column_outputs.append(gr.Markdown("", elem_id=f"scores-{name}"))
-                        column_outputs.append(
-                            gr.HighlightedText(
-                                label="Words shared with the reference",
-                                color_map={"overlap": "#fdba74"},
-                                show_legend=False,
-                                show_inline_category=False,
-                                elem_id=f"overlap-{name}",
-                            )
-                        )
-
-        # ------------------------------------------------------------------ Benchmark
-        with gr.Tab("Benchmark", id="benchmark"):
-            caption, rows, figure = report_view()
-            report_caption = gr.Markdown(caption, elem_id="report-caption")
-            report_table = gr.Dataframe(
-                value=rows,
-                headers=view.BENCHMARK_COLUMNS,
-                interactive=False,
-                wrap=True,
-                visible=bool(rows),
-                elem_id="report-table",
+    battle_token = gr.State(None)
+    battle_button = gr.Button("Start a blind battle", variant="primary", elem_id="start-battle")
+    with gr.Row(equal_height=False):
+        battle_dialogue = gr.Textbox(
+            label="Dialogue", lines=8, max_lines=8, interactive=False, scale=3, elem_id="battle-dialogue"
+        )
+        with gr.Column(scale=2):
+            hide_reference = gr.Checkbox(
+                value=False, label="Hide the reference summary", elem_id="hide-reference"
             )
-            report_plot = gr.Plot(figure, show_label=False, visible=bool(rows), elem_id="report-plot")
-            gr.Markdown(
-                "### Fresh evaluation\nScores the three models now on the first *N* held-out dialogues "
-                "(same scoring as `python -m train.evaluate`)."
+            battle_reference = gr.Textbox(
+                label="Reference summary", lines=5, max_lines=6, interactive=False, elem_id="battle-reference"
             )
-            with gr.Row(equal_height=True):
-                fresh_n = gr.Slider(
-                    FRESH_EVAL_RANGE[0], FRESH_EVAL_RANGE[1], value=10, step=1, label="Dialogues (N)", scale=3
-                )
-                fresh_button = gr.Button("Run a fresh evaluation", scale=1, elem_id="fresh-eval")
-            fresh_caption = gr.Markdown("", elem_id="fresh-caption")
-            fresh_table = gr.Dataframe(
-                headers=view.BENCHMARK_COLUMNS, interactive=False, wrap=True, visible=False
+    boxes: dict[str, gr.Textbox] = {}
+    with gr.Row(equal_height=True):
+        for letter in "ABC":
+            boxes[letter] = gr.Textbox(
+                label=f"Summary {letter}", lines=4, interactive=False, elem_id=f"battle-{letter}"
             )
-            fresh_plot = gr.Plot(show_label=False, visible=False)
-
-        # ------------------------------------------------------------------ Human evaluation
-        with gr.Tab("Human evaluation", id="human"):
-            gr.Markdown(
-                "**Blind test.** Three summaries of one dialogue in random order, labelled A, B, C. "
-                "Pick the best; the model names are revealed only after your vote (one vote per battle)."
-            )
-            battle_token = gr.State(None)
-            battle_button = gr.Button("Start a blind battle", variant="primary", elem_id="start-battle")
-            with gr.Row(equal_height=False):
-                battle_dialogue = gr.Textbox(
-                    label="Dialogue",
-                    lines=8,
-                    max_lines=8,
-                    interactive=False,
-                    scale=3,
-                    elem_id="battle-dialogue",
-                )
-                with gr.Column(scale=2):
-                    hide_reference = gr.Checkbox(
-                        value=False, label="Hide the reference summary", elem_id="hide-reference"
-                    )
-                    battle_reference = gr.Textbox(
-                        label="Reference summary",
-                        lines=5,
-                        max_lines=6,
-                        interactive=False,
-                        elem_id="battle-reference",
-                    )
-            battle_boxes = []
-            with gr.Row(equal_height=True):
-                for letter in "ABC":
-                    battle_boxes.append(
-                        gr.Textbox(
-                            label=f"Summary {letter}", lines=4, interactive=False, elem_id=f"battle-{letter}"
-                        )
-                    )
-            with gr.Row():
-                best_choice = gr.Radio(
-                    ["A", "B", "C", ALL_BAD], label="Which summary is best?", elem_id="best-choice"
-                )
-                ranking_choice = gr.Radio(
-                    list(RANKINGS), label="Optional: rank all three (best first)", elem_id="ranking-choice"
-                )
-            vote_button = gr.Button(
-                "Submit vote", variant="primary", interactive=False, elem_id="submit-vote"
-            )
-            reveal = gr.Markdown("", elem_id="reveal")
-            gr.Markdown(
-                "### Leaderboard (live preset)\nWin rate with a Wilson 95% interval; Bradley-Terry strength "
-                "fitted from the pairwise preferences the votes imply (strengths sum to 1)."
-            )
-            board_rows, csv_path = leaderboard_view()
-            leaderboard = gr.Dataframe(
-                value=board_rows,
-                headers=list(view.LEADERBOARD_COLUMNS),
-                interactive=False,
-                elem_id="leaderboard",
-            )
-            with gr.Row():
-                refresh_board = gr.Button("Refresh leaderboard", size="sm")
-                votes_csv = gr.DownloadButton(
-                    "Download all votes (CSV)", value=csv_path, size="sm", elem_id="votes-csv"
-                )
-
-        # ------------------------------------------------------------------ Models
-        with gr.Tab("Models", id="models"):
-            gr.Markdown(view.models_headline(cards, view.rouge_cost(_report)), elem_id="models-headline")
-            gr.Markdown(view.models_table(cards), elem_id="models-table")
-            with gr.Row():
-                gr.Plot(charts.size_figure(cards), show_label=False)
-                gr.Plot(charts.loss_figure(cards), show_label=False)
-
-    # ---------------------------------------------------------------------- wiring
-    private: dict[str, Any] = {"api_visibility": "private"}
-    example_pick.input(
-        pick_example, example_pick, [dialogue_box, reference_box, selected, pick_note], **private
+    with gr.Row():
+        best_choice = gr.Radio(
+            ["A", "B", "C", ALL_BAD], label="Which summary is best?", elem_id="best-choice"
+        )
+        ranking_choice = gr.Radio(
+            list(RANKINGS), label="Optional: rank all three (best first)", elem_id="ranking-choice"
+        )
+    vote_button = gr.Button("Submit vote", variant="primary", interactive=False, elem_id="submit-vote")
+    reveal = gr.Markdown("", elem_id="reveal")
+    gr.Markdown(
+        "### Leaderboard (live preset)\nWin rate with a Wilson 95% interval; Bradley-Terry strength "
+        "fitted from the pairwise preferences the votes imply (strengths sum to 1)."
     )
-    random_button.click(
-        random_example, None, [example_pick, dialogue_box, reference_box, selected, pick_note], **private
+    board_rows, csv_path = board_values(service)
+    leaderboard = gr.Dataframe(
+        value=board_rows, headers=list(view.LEADERBOARD_COLUMNS), interactive=False, elem_id="leaderboard"
     )
-    dialogue_box.input(
-        dialogue_edited, selected, [example_pick, reference_box, selected, pick_note],
-        queue=False, trigger_mode="always_last", show_progress="hidden", **private,
-    )  # fmt: skip
-    summarize_button.click(
-        compare_frames,
-        [dialogue_box, reference_box, max_tokens_box, beams_box],
-        [notice, *column_outputs],
-        show_progress="minimal",  # columns stay visible while the others are still generating
-        concurrency_limit=GENERATE_CONCURRENCY,
-        concurrency_id="generate",
-        **private,
-    )
-    fresh_button.click(
-        fresh_evaluation, fresh_n, [fresh_caption, fresh_table, fresh_plot],
-        concurrency_limit=1, concurrency_id="generate", **private,
-    )  # fmt: skip
+    with gr.Row():
+        refresh_board = gr.Button("Refresh leaderboard", size="sm")
+        votes_csv = gr.DownloadButton(
+            "Download all votes (CSV)", value=csv_path, size="sm", elem_id="votes-csv"
+        )
+
+    def leaderboard_view() -> dict[Any, Any]:
+        rows, path = board_values(service)
+        return {leaderboard: rows, votes_csv: path}
+
+    def start_battle(request: gr.Request) -> dict[Any, Any]:
+        try:
+            battle = service.new_battle(session_of(service, request))
+        except InputError as err:
+            return {
+                battle_token: None, battle_dialogue: "", battle_reference: "",
+                **{box: gr.update(value="", label=f"Summary {x}") for x, box in boxes.items()},
+                best_choice: None, ranking_choice: None, reveal: f"✗ {view.md_escape(err)}",
+                vote_button: gr.update(interactive=False),
+            }  # fmt: skip
+        shown = battle.letter_summaries()
+        return {
+            battle_token: battle.token, battle_dialogue: battle.dialogue, battle_reference: battle.reference,
+            **{box: gr.update(value=shown[x], label=f"Summary {x}") for x, box in boxes.items()},
+            best_choice: None, ranking_choice: None,
+            reveal: "Pick the best summary (optionally rank all three), then submit to see who wrote what.",
+            vote_button: gr.update(interactive=True),
+        }  # fmt: skip
+
+    def submit_vote(token: str | None, best: str | None, ranking: str | None) -> dict[Any, Any]:
+        if not token:
+            return {reveal: "⚠ Start a battle first."}
+        if not best and not ranking:
+            return {reveal: "⚠ Pick the best summary (or *All bad*) first."}
+        choice = "none" if best == ALL_BAD else (best or (ranking or "")[:1])
+        try:
+            battle, vote = service.vote(token, choice, ranking)
+        except InputError as err:
+            return {reveal: f"✗ {view.md_escape(err)}"}
+        revealed = battle.revealed()
+        letters = [x for x in (ranking or "") if x in "ABC"] or None
+        return {
+            battle_token: None,
+            **{
+                box: gr.update(label=f"Summary {x} — {MODEL_LABELS[revealed[x]]}") for x, box in boxes.items()
+            },
+            reveal: view.reveal_markdown(revealed, vote.choice, letters),
+            vote_button: gr.update(interactive=False),
+            **leaderboard_view(),
+        }
+
+    def toggle_reference(hidden: bool) -> Any:
+        return gr.update(visible=not hidden)
+
     battle_button.click(
         start_battle, None,
-        [battle_token, battle_dialogue, battle_reference, *battle_boxes, best_choice, ranking_choice, reveal, vote_button],
-        concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate", **private,
+        [battle_token, battle_dialogue, battle_reference, *boxes.values(), best_choice, ranking_choice, reveal,
+         vote_button],
+        concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate", **PRIVATE,
     )  # fmt: skip
-    hide_reference.change(toggle_reference, hide_reference, battle_reference, **private)
+    hide_reference.change(toggle_reference, hide_reference, battle_reference, **PRIVATE)
     vote_button.click(
         submit_vote,
         [battle_token, best_choice, ranking_choice],
-        [battle_token, *battle_boxes, reveal, vote_button, leaderboard, votes_csv],
-        **private,
+        [battle_token, *boxes.values(), reveal, vote_button, leaderboard, votes_csv],
+        **PRIVATE,
     )
-    refresh_board.click(leaderboard_view, None, [leaderboard, votes_csv], **private)
-    demo.load(leaderboard_view, None, [leaderboard, votes_csv], **private)
+    refresh_board.click(leaderboard_view, None, [leaderboard, votes_csv], **PRIVATE)
+    demo.load(leaderboard_view, None, [leaderboard, votes_csv], **PRIVATE)
+
+
+# ---------------------------------------------------------------------------- Models
+
+
+def models_tab(service: ArenaService) -> None:
+    """The Models tab: what each model is, what it cost to train and what it weighs."""
+    cards = model_cards(service.config)
+    try:
+        report = service.benchmark_report()
+    except InputError:
+        report = None
+    gr.Markdown(view.models_headline(cards, view.rouge_cost(report)), elem_id="models-headline")
+    gr.Markdown(view.models_table(cards), elem_id="models-table")
+    with gr.Row():
+        gr.Plot(charts.size_figure(cards), show_label=False)
+        gr.Plot(charts.loss_figure(cards), show_label=False)
+
+
+# ---------------------------------------------------------------------------- API
+
+
+def register_api(service: ArenaService) -> None:
+    """The four named endpoints; gradio_client reads their signatures and docstrings."""
+
+    def api_compare(
+        dialogue: str, reference: str = "", max_new_tokens: int | None = None, num_beams: int | None = None
+    ) -> dict:
+        """Summarize a dialogue with all three models and score them against the reference(s).
+
+        Args:
+            dialogue: the conversation to summarize (cut to the models' 512-token input limit)
+            reference: human summary; several are separated by a blank line; empty = no ROUGE
+            max_new_tokens: optional summary length cap (1-512)
+            num_beams: optional beam count (1-8)
+        """
+        try:
+            return service.compare(dialogue, reference, max_new_tokens, num_beams)
+        except InputError as err:
+            raise user_error(err) from err
+
+    def api_battle(request: gr.Request) -> dict:
+        """Start a blind battle: a DialogSum dialogue and three anonymous summaries A, B, C."""
+        try:
+            battle = service.new_battle(session_of(service, request))
+        except InputError as err:
+            raise user_error(err) from err
+        return service.battle_json(battle)
+
+    def api_vote(token: str, choice: str, ranking: str = "") -> dict:
+        """Vote once for a battle: choice is "A", "B", "C" or "none"; ranking optional ("B>A>C").
+
+        Args:
+            token: the battle token returned by /battle (good for one vote)
+            choice: the best summary's letter, or "none" when all three are bad
+            ranking: optional full ranking, best first, e.g. "B>A>C"
+        """
+        try:
+            return service.vote_json(token, choice, ranking or None)
+        except InputError as err:
+            raise user_error(err) from err
+
+    def api_leaderboard() -> list:
+        """Per model: battles voted on, wins, win rate with a Wilson 95% CI, Bradley-Terry strength."""
+        try:
+            return service.leaderboard()
+        except InputError as err:
+            raise user_error(err) from err
 
     gr.api(api_compare, api_name="compare", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
     gr.api(api_battle, api_name="battle", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
     gr.api(api_vote, api_name="vote")
     gr.api(api_leaderboard, api_name="leaderboard")
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def build_demo(service: ArenaService) -> gr.Blocks:
+    """The whole page over ``service`` (its models already loaded); nothing is launched."""
+    statuses = service.model_status()
+    # Vote exports are copied into gradio's cache; sweep files older than an hour, every hour.
+    with gr.Blocks(title="Dialogue-summary arena", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# Dialogue-summary arena\n"
+            "Flan-T5 **before fine-tuning**, after a **full fine-tune** and with **LoRA**, side by side on "
+            "[DialogSum](https://huggingface.co/datasets/knkarthick/dialogsum) dialogues, scored with ROUGE."
+        )
+        gr.Markdown(
+            view.preset_banner(service.config, statuses, service.examples_error), elem_id="preset-banner"
+        )
+        with gr.Tabs():
+            with gr.Tab("Compare", id="compare"):
+                compare_tab(service, statuses)
+            with gr.Tab("Benchmark", id="benchmark"):
+                benchmark_tab(service)
+            with gr.Tab("Human evaluation", id="human"):
+                human_tab(service, demo)
+            with gr.Tab("Models", id="models"):
+                models_tab(service)
+        register_api(service)
+    return demo
+
 
 THEME = gr.themes.Soft(
     primary_hue="orange",
@@ -530,10 +541,23 @@ CSS = """
 .model-column .token.highlighted { margin: 0 !important; padding: 1px 0 !important; }
 """
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """Load the configured preset's models and serve the page (what ``python app.py`` and the Space run)."""
+    logging.basicConfig(
+        level=os.environ.get("ARENA_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = load_config()
+    ensure_offline_if_unreachable(config)  # before any model load: never wait on an unreachable Hub
+    demo = build_demo(ArenaService.from_config(config))
     demo.queue(default_concurrency_limit=LIGHT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     # server_name / server_port unset: gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
     # run_history=False: pasted dialogues are not kept in the visitor's browser storage.
     # max_file_size: the app takes no files, but gradio's /gradio_api/upload route is always
     # open; without a cap anyone could fill the Space's disk through it.
     demo.launch(theme=THEME, css=CSS, footer_links=["api"], run_history=False, max_file_size=MAX_UPLOAD)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from core.config import MODEL_NAMES
+from core.config import MODEL_NAMES, load_config
 from core.metrics import ROUGE_TYPES
 from core.votes import VoteStore
 from tests.conftest import start_app
@@ -95,3 +98,55 @@ def test_app_starts_without_checkpoints_and_says_why_per_column(app_without_chec
     with pytest.raises(Exception, match="needs all three models"):
         client.predict(api_name="/battle")
     assert [row["votes"] for row in client.predict(api_name="/leaderboard")] == [0, 0, 0]
+
+
+# ---------------------------------------------------------------------------- the page, in process
+
+
+def test_importing_app_loads_no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.models
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("importing app.py loaded models")
+
+    monkeypatch.setattr(core.models, "load_model_set", refuse)
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    app = importlib.import_module("app")
+    assert callable(app.build_demo) and callable(app.main)
+
+
+def _fn(demo: object, name: str) -> object:
+    (found,) = [f for f in demo.fns.values() if f.name == name]  # type: ignore[attr-defined]
+    return found
+
+
+def test_handlers_update_only_their_declared_outputs(
+    tiny_checkpoints: dict[str, str], data_dir: str, tmp_path: Path
+) -> None:
+    """Handlers return {component: value}; gradio refuses a key that is not an output of the event."""
+    from app import build_demo
+    from core.models import load_model_set
+    from core.service import ArenaService
+
+    env = {
+        "ARENA_PRESET": "mini", "ARENA_ORIGINAL": tiny_checkpoints["original"], "ARENA_FULL": tiny_checkpoints["full"],
+        "ARENA_LORA": tiny_checkpoints["lora"], "ARENA_DATA": data_dir, "ARENA_DEVICE": "cpu",
+        "ARENA_MAX_NEW_TOKENS": "8", "ARENA_CHECKPOINTS": str(tmp_path / "checkpoints"),
+        "ARENA_VOTES_DB": str(tmp_path / "votes.sqlite"),
+    }  # fmt: skip
+    config = load_config(env)
+    service = ArenaService(config, load_model_set(config))
+    demo = build_demo(service)
+    battle_fn, vote_fn = _fn(demo, "start_battle"), _fn(demo, "submit_vote")
+    started = battle_fn.fn(None)
+    assert set(started) == set(battle_fn.outputs)  # a new battle resets every field
+    token = next(value for key, value in started.items() if key is battle_fn.outputs[0])
+    early = vote_fn.fn(None, "A", None)
+    assert set(early) < set(vote_fn.outputs) and len(early) == 1  # "start a battle first": nothing else moves
+    voted = vote_fn.fn(token, "B", None)
+    assert set(voted) == set(vote_fn.outputs) and service.votes.count() == 1  # the State held the token
+    frames = list(
+        _fn(demo, "compare_frames").fn("#Person1#: Hi.\n#Person2#: Hello.", "Two greet.", None, None)
+    )
+    outputs = set(_fn(demo, "compare_frames").outputs)
+    assert all(set(frame) == outputs for frame in frames) and len(frames) >= 2
