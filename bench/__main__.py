@@ -40,6 +40,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench import report_steps
+
 FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
 GOALS = {
     "P1_memory_ratio": ("<=", 2.1),
@@ -357,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{figures['P5_lora_memory_ratio']:.2f}",
                 _goal_text("P5_lora_memory_ratio", figures["P5_lora_memory_ratio"]),
             )
+            report_steps.add_rows(_row, rows, data, quick, _env(), log)  # train()'s own step time
 
         if "P6" in only:
             cs = cold_start(log)

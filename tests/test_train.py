@@ -276,15 +276,3 @@ def test_bad_options_are_refused_clearly() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="bf16 needs a CUDA GPU"):
             TrainOptions(method="full", base_model="b", output_dir="o", bf16=True).validate()
-
-
-def test_report_step_time(trained: dict[str, Any]) -> None:
-    """Benchmark, not a check: print the CPU time per optimizer step of both methods."""
-    full, lora = trained["full"]["meta"], trained["lora"]["meta"]
-    for meta in (full, lora):
-        assert meta["median_step_cpu_seconds"] is not None
-    ratio = full["median_step_cpu_seconds"] / max(lora["median_step_cpu_seconds"], 1e-9)
-    print(
-        f"\ntiny T5, CPU seconds per step: full {full['median_step_cpu_seconds']:.4f}, "
-        f"LoRA {lora['median_step_cpu_seconds']:.4f} (full/LoRA = {ratio:.2f})"
-    )
