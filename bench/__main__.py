@@ -30,13 +30,10 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -112,57 +109,29 @@ def run_worker(task: str, spec: dict[str, Any], log: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cold_start(log: Path, cap_s: float = COLD_START_CAP_S) -> dict[str, Any]:
     """P6: seconds from launching ``python app.py`` offline until its page answers HTTP 200."""
+    from bench.app_process import AppStartError, launch_app
     from core.config import load_config
 
     reason = load_config(env={k: v for k, v in os.environ.items() if k.startswith("ARENA_")}).preset_reason
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **_env(), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-            "ARENA_VOTES_DB": str(Path(tmp) / "votes.sqlite"),
-        }  # fmt: skip
         with log.open("a", encoding="utf-8") as out:
             out.write("\n=== cold start: python app.py\n")
-            out.flush()
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "app.py"],
-                cwd=str(PROJECT_ROOT),
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            seconds, status = None, "did not serve"
-            try:
-                while time.perf_counter() - start < cap_s:
-                    if proc.poll() is not None:
-                        status = f"app exited with code {proc.returncode}"
-                        break
-                    try:
-                        with urllib.request.urlopen(url, timeout=2) as response:
-                            if response.status == 200:
-                                seconds, status = time.perf_counter() - start, "served"
-                                break
-                    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                        pass
-                    time.sleep(0.2)
-            finally:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+        app = launch_app(
+            log,
+            TOKENIZERS_PARALLELISM="false",
+            PYTHONPATH=str(PROJECT_ROOT),
+            ARENA_VOTES_DB=str(Path(tmp) / "votes.sqlite"),
+        )
+        seconds, status = None, "served"
+        try:
+            seconds = app.wait_until_serving(cap_s, poll_s=0.2)
+        except AppStartError as err:
+            exited = err.exit_code is not None
+            status = f"app exited with code {err.exit_code}" if exited else "did not serve"
+        finally:
+            app.stop()
     return {"seconds": seconds if seconds is not None else cap_s, "status": status, "preset": reason}
 
 

@@ -61,32 +61,66 @@ class BenchCheckpoints:
         )
 
 
-def base_config() -> object:
-    """flan-t5-base's architecture (``T5Config``) with an untied ``lm_head``."""
+def t5_config(vocab_size: int, d_model: int, d_kv: int, d_ff: int, layers: int, heads: int) -> Any:
+    """A gated-GELU T5 (v1.1 / flan-t5 style) ``T5Config`` with an untied ``lm_head`` and T5's ids."""
     from transformers import T5Config
 
-    config = T5Config(
-        vocab_size=BASE_VOCAB,
-        d_model=768,
-        d_kv=64,
-        d_ff=2048,
-        num_layers=12,
-        num_decoder_layers=12,
-        num_heads=12,
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=heads,
         feed_forward_proj="gated-gelu",
         decoder_start_token_id=0,
         pad_token_id=0,
         eos_token_id=1,
         tie_word_embeddings=False,  # T5 v1.1 (flan-t5): decoder outputs are not rescaled
     )
+
+
+def base_config() -> Any:
+    """flan-t5-base's architecture (``T5Config``) with an untied ``lm_head``."""
+    return t5_config(BASE_VOCAB, d_model=768, d_kv=64, d_ff=2048, layers=12, heads=12)
+
+
+def tiny_t5_config(vocab_size: int) -> Any:
+    """A T5 small enough to train for a few steps in a test."""
+    config = t5_config(vocab_size, d_model=32, d_kv=8, d_ff=64, layers=2, heads=4)
+    config.tie_word_embeddings = False  # transformers 5 forces tying in __init__; flan-t5 is untied
     return config
 
 
-def untie_lm_head(model: object) -> None:
+def untie_lm_head(model: Any) -> None:
     """Give ``lm_head`` its own weights, as flan-t5-base has (transformers 5 ties T5's by force)."""
     head = torch.empty_like(model.lm_head.weight).normal_(0, model.config.initializer_factor)
     model.lm_head.weight = torch.nn.Parameter(head)
     model.config.tie_word_embeddings = False
+
+
+def save_lora_adapter(
+    model: Any, directory: Path, base: Path, rank: int, alpha: int, b_std: float, dropout: float = 0.0
+) -> None:
+    """Wrap ``model`` (in place) in a q/v LoRA adapter whose B matrices are drawn with ``b_std``
+    (peft starts B at zero, a no-op adapter) and save the adapter, recording ``base``."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM,
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(LORA_TARGETS),
+        lora_dropout=dropout,
+    )
+    lora = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, b_std)
+    lora.peft_config["default"].base_model_name_or_path = str(base)
+    lora.save_pretrained(directory)
 
 
 def padded_tokenizer(texts: list[str], vocab_pieces: int = BASE_VOCAB - 100) -> object:
@@ -110,7 +144,6 @@ def build_checkpoints(root: Path, data: str | None = None, seed: int = 0) -> Ben
 
     Reuses what an earlier call left in ``root``.
     """
-    from peft import LoraConfig, TaskType, get_peft_model
     from transformers import GenerationConfig, T5ForConditionalGeneration
 
     data = data or default_data_source()
@@ -138,26 +171,55 @@ def build_checkpoints(root: Path, data: str | None = None, seed: int = 0) -> Ben
         tokenizer.save_pretrained(paths[name])
         if name == "original":
             torch.manual_seed(seed + 2)
-            lora = get_peft_model(
-                model,
-                LoraConfig(
-                    task_type=TaskType.SEQ_2_SEQ_LM,
-                    r=LORA_RANK,
-                    lora_alpha=LORA_ALPHA,
-                    target_modules=list(LORA_TARGETS),
-                    lora_dropout=0.05,
-                ),
-            )
-            with torch.no_grad():  # B starts at zero (a no-op adapter); make it matter
-                for pname, param in lora.named_parameters():
-                    if "lora_B" in pname:
-                        param.normal_(0, 0.02)
-            lora.peft_config["default"].base_model_name_or_path = str(paths["original"])
-            lora.save_pretrained(paths["lora"])
+            save_lora_adapter(model, paths["lora"], paths["original"], LORA_RANK, LORA_ALPHA, 0.02, 0.05)
         del model
     done.write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}), encoding="utf-8")
     logger.info("built base-shape checkpoints in %.0f s", time.perf_counter() - start)
     return result
+
+
+def build_tiny_checkpoints(root: Path, data_dir: str, seed: int = 0) -> dict[str, str]:
+    """Tiny random T5 ``original``, ``full`` and ``lora`` checkpoints under ``root`` (for tests and
+    ``bench.load --tiny``): a real DialogSum-trained tokenizer, seeded weights, reproducible outputs."""
+    from transformers import GenerationConfig, T5ForConditionalGeneration
+
+    from train.tokenizer import train_tokenizer
+
+    records = load_split(data_dir, "validation", limit=200)
+    tokenizer = train_tokenizer(
+        [r.dialogue for r in records] + [r.reference for r in records], vocab_size=600
+    )
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(tiny_t5_config(len(tokenizer)))
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, max_new_tokens=20
+    )
+    paths = {name: Path(root) / name for name in ("original", "full", "lora")}
+    model.save_pretrained(paths["original"])
+    tokenizer.save_pretrained(paths["original"])
+
+    full = T5ForConditionalGeneration.from_pretrained(paths["original"])
+    with torch.no_grad():
+        for param in full.parameters():
+            param.add_(torch.randn_like(param) * 0.5)
+    full.save_pretrained(paths["full"])
+    tokenizer.save_pretrained(paths["full"])
+
+    base = T5ForConditionalGeneration.from_pretrained(paths["original"])
+    save_lora_adapter(base, paths["lora"], paths["original"], rank=4, alpha=8, b_std=0.5)
+    return {name: str(path) for name, path in paths.items()}
+
+
+def tiny_app_env(paths: dict[str, str], checkpoints: str) -> dict[str, str]:
+    """Environment variables that make ``python app.py`` serve the tiny checkpoints on the CPU."""
+    return {
+        "ARENA_PRESET": "mini",
+        "ARENA_ORIGINAL": paths["original"],
+        "ARENA_FULL": paths["full"],
+        "ARENA_LORA": paths["lora"],
+        "ARENA_CHECKPOINTS": checkpoints,
+        "ARENA_DEVICE": "cpu",
+    }
 
 
 def long_dialogue(data: str, tokenizer: object, tokens: int = INPUT_TOKENS) -> str:

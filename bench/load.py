@@ -33,22 +33,19 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import random
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+
+from bench.app_process import AppStartError, start_app
 
 logger = logging.getLogger("bench.load")
 
@@ -409,61 +406,26 @@ def run_load(options: LoadOptions) -> LoadReport:
 # ---------------------------------------------------------------------------- starting an app
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve_app(workdir: Path, tiny: bool, max_new_tokens: int | None, start_timeout_s: float = 180.0):
     """``python app.py`` on a free loopback port with a fresh votes DB in ``workdir``."""
-    env = dict(os.environ)
-    env.update(
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(_free_port()),
-        ARENA_VOTES_DB=str(workdir / "votes.sqlite"),
-        HF_HUB_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        GRADIO_ANALYTICS_ENABLED="False",
-    )
+    env = {"ARENA_VOTES_DB": str(workdir / "votes.sqlite")}
     if max_new_tokens is not None:
         env["ARENA_MAX_NEW_TOKENS"] = str(max_new_tokens)
     if tiny:
+        from bench.fixtures import build_tiny_checkpoints, tiny_app_env
         from core.config import default_data_source
-        from tests.tiny import build_tiny_checkpoints
 
         paths = build_tiny_checkpoints(workdir / "tiny", default_data_source())
-        env.update(ARENA_PRESET="mini", ARENA_ORIGINAL=paths["original"], ARENA_FULL=paths["full"],
-                   ARENA_LORA=paths["lora"], ARENA_CHECKPOINTS=str(workdir / "checkpoints"), ARENA_DEVICE="cpu")  # fmt: skip
-    url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
-    log_path = workdir / "app.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "app.py")], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log
-        )
+        env.update(tiny_app_env(paths, str(workdir / "checkpoints")))
     try:
-        deadline = time.monotonic() + start_timeout_s
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"app exited ({process.returncode}); see {log_path}")
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"app did not start within {start_timeout_s:.0f} s; see {log_path}"
-                    ) from None
-                time.sleep(0.3)
-        yield url, env["ARENA_VOTES_DB"]
+        app = start_app(workdir / "app.log", start_timeout_s, **env)
+    except AppStartError as err:
+        raise SystemExit(f"{str(err).splitlines()[0]}; see {workdir / 'app.log'}") from None
+    try:
+        yield app.url, env["ARENA_VOTES_DB"]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        app.stop()
 
 
 def format_report(report: LoadReport) -> str:

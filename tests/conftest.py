@@ -22,18 +22,14 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import contextlib
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bench.app_process import AppProcess, free_port, launch_app
+from bench.fixtures import build_tiny_checkpoints, tiny_app_env
 from core.config import default_data_source
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +48,6 @@ def data_dir() -> str:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory, data_dir: str) -> dict[str, str]:
     """Tiny random T5 ``original``/``full``/``lora`` checkpoints, built once per session."""
-    from tests.tiny import build_tiny_checkpoints
-
     root = tmp_path_factory.mktemp("tiny-checkpoints")
     return build_tiny_checkpoints(root, data_dir)
 
@@ -64,59 +58,21 @@ def tmp_votes_db(tmp_path: Path) -> str:
     return str(tmp_path / "votes.sqlite")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
-class AppServer:
-    """A ``python app.py`` process serving on loopback."""
+class AppServer(AppProcess):
+    """A ``python app.py`` process serving the tiny checkpoints on loopback."""
 
-    url: str
-    port: int
-    votes_db: str
-    checkpoints: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """Terminate the app (SIGTERM, then SIGKILL) and wait for it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+    votes_db: str = ""
+    checkpoints: str = ""
 
 
-def app_env(tiny: dict[str, str], votes_db: str, checkpoints: str, port: int, **extra: str) -> dict[str, str]:
-    """Environment for an app process serving the tiny checkpoints on ``127.0.0.1:port``."""
-    env = dict(os.environ)
+def app_env(tiny: dict[str, str], votes_db: str, checkpoints: str, **extra: str) -> dict[str, str]:
+    """Environment additions for an app process serving the tiny checkpoints."""
+    env = tiny_app_env(tiny, checkpoints)
     env.update(
-        ARENA_PRESET="mini",
-        ARENA_ORIGINAL=tiny["original"],
-        ARENA_FULL=tiny["full"],
-        ARENA_LORA=tiny["lora"],
         ARENA_VOTES_DB=votes_db,
-        ARENA_CHECKPOINTS=checkpoints,
-        ARENA_DEVICE="cpu",
         ARENA_MAX_NEW_TOKENS="24",  # tiny random models babble to the cap; keep each call short
         OMP_NUM_THREADS="1",  # CI machines are small and shared: no thread oversubscription
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(port),
-        HF_HUB_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        GRADIO_ANALYTICS_ENABLED="False",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -133,30 +89,16 @@ def start_app(
 ) -> AppServer:
     """Launch ``python app.py`` on a free loopback port and wait until it serves its page."""
     port = free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"app-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "app.py")],
-            cwd=str(PROJECT_ROOT),
-            env=app_env(tiny, votes_db, checkpoints, port, **extra_env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = AppServer(f"http://127.0.0.1:{port}/", port, votes_db, checkpoints, process, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"app exited with code {process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(server.url, timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(f"app did not serve {server.url} within {timeout_s:.0f} s:\n{server.log_tail()}")
+    app = launch_app(log_dir / f"app-{port}.log", port, **app_env(tiny, votes_db, checkpoints, **extra_env))
+    server = AppServer(
+        app.port, app.process, app.log_path, app.started, votes_db=votes_db, checkpoints=checkpoints
+    )
+    try:
+        server.wait_until_serving(timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 @pytest.fixture(scope="session")

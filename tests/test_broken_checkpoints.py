@@ -61,7 +61,7 @@ def _adapter_for_wider_base(directory: Path) -> None:
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import T5ForConditionalGeneration
 
-    from tests.tiny import tiny_t5_config
+    from bench.fixtures import tiny_t5_config
 
     recorded = json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"]
     config = tiny_t5_config(600)
