@@ -28,7 +28,7 @@ import os
 import socket
 import sys
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -230,11 +230,6 @@ def load_config(
         checkpoints=checkpoints,
     )
     return config
-
-
-def with_generation(config: ArenaConfig, settings: GenerationSettings) -> ArenaConfig:
-    """A copy of ``config`` with other generation settings (validated)."""
-    return replace(config, generation=settings.validate())
 
 
 # Cache of the reachability probe: the answer cannot change fast enough to matter in one run.

@@ -48,14 +48,6 @@ def rouge(
     return {name: float(scores[name].fmeasure) for name in ROUGE_TYPES}
 
 
-def mean_rouge(rows: Sequence[dict[str, float] | None]) -> dict[str, float]:
-    """Mean of per-dialogue scores (rows without a reference are skipped)."""
-    scored = [row for row in rows if row is not None]
-    if not scored:
-        return {name: float("nan") for name in ROUGE_TYPES}
-    return {name: sum(row[name] for row in scored) / len(scored) for name in ROUGE_TYPES}
-
-
 def overlap_spans(summary: str, references: Sequence[str] | str) -> list[tuple[str, str | None]]:
     """Split ``summary`` into spans for highlighting: words found in a reference are labelled.
 

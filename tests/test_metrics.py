@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.metrics import ROUGE_TYPES, mean_rouge, overlap_spans, rouge
+from core.metrics import ROUGE_TYPES, overlap_spans, rouge
 
 
 def test_rouge_matches_hand_computed_values() -> None:
@@ -41,11 +41,6 @@ def test_missing_reference_is_absent_not_zero() -> None:
 
 def test_no_overlap_scores_zero() -> None:
     assert rouge("alpha beta", "gamma delta") == dict.fromkeys(ROUGE_TYPES, 0.0)
-
-
-def test_mean_rouge_skips_unscored_rows() -> None:
-    rows = [rouge("a b", "a b"), None, rouge("a", "b")]
-    assert mean_rouge(rows)["rouge1"] == pytest.approx(0.5)
 
 
 def test_overlap_spans_label_shared_words_and_join_back() -> None:

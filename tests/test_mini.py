@@ -20,7 +20,7 @@ import pytest
 from core.config import PROJECT_ROOT, GenerationSettings, load_config
 from core.data import load_split
 from core.generation import summarize_many
-from core.metrics import mean_rouge, rouge
+from core.metrics import rouge
 from core.models import load_model_set
 
 MINI = PROJECT_ROOT / "checkpoints" / "mini"
@@ -46,7 +46,9 @@ def shipped_summaries(data_dir: str) -> dict[str, list[str]]:
 
 
 def _rouge1(summaries: list[str], references: list[str]) -> float:
-    return mean_rouge([rouge(s, json.loads(r)) for s, r in zip(summaries, references, strict=True)])["rouge1"]
+    rows = [rouge(s, json.loads(r)) for s, r in zip(summaries, references, strict=True)]
+    scores = [row["rouge1"] for row in rows if row is not None]  # rows without a reference have no score
+    return sum(scores) / len(scores)
 
 
 def test_shipped_mini_fine_tunes_beat_the_original(shipped_summaries: dict[str, list[str]]) -> None:

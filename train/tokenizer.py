@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 
 import sentencepiece as spm
 from transformers import T5Tokenizer
@@ -43,8 +42,3 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 6000) -> T5Tokenizer
     tokenizer = T5Tokenizer(vocab=vocab, extra_ids=100)
     logger.info("trained a %d-piece tokenizer (+100 sentinels)", processor.get_piece_size())
     return tokenizer
-
-
-def save_tokenizer(tokenizer: T5Tokenizer, out_dir: str | Path) -> None:
-    """Write the tokenizer files (``tokenizer.json`` and config) to ``out_dir``."""
-    tokenizer.save_pretrained(str(out_dir))
