@@ -192,7 +192,7 @@ def _ordered(models: Sequence[str]) -> list[str]:
     return known + [m for m in models if m not in known]
 
 
-def build_summary(
+def build_report(
     table: ScoreTable,
     preset: str,
     split: str,
@@ -200,7 +200,7 @@ def build_summary(
     seed: int = BOOTSTRAP_SEED,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``summary.json`` document: means with paired bootstrap CIs, improvements, baselines, controls.
+    """The report (``summary.json``): means with paired bootstrap CIs, improvements, baselines, controls.
 
     Required keys (read by the app and other tools): ``preset``, ``split``, ``n``,
     ``rouge_conventions``, ``models``, ``improvement_pp``, ``baselines``, ``controls``.

@@ -1,6 +1,6 @@
 """Evaluation reports (``summary.json``) read and put in the shape the Benchmark tab shows.
 
-There is one report shape: the document :func:`core.evaluation.build_summary` returns, which
+There is one report shape: the document :func:`core.evaluation.build_report` returns, which
 ``python -m train.evaluate`` writes and the app's fresh evaluation builds in memory. Cells
 that do not have that shape (a hand-edited or damaged file) are left out, never guessed at.
 """
@@ -55,7 +55,7 @@ def _improvement(raw: Mapping[str, Any], key: str, metric: str) -> tuple[float |
 
 
 def normalise_report(raw: Any, source: str = "") -> dict[str, Any]:
-    """A ``build_summary`` document in the UI's shape.
+    """A ``build_report`` document in the UI's shape.
 
     ``{"source", "n", "split", "preset", "rows": [{"model", "label", "metrics": {metric:
     {"mean", "ci95", "delta_pp", "delta_ci95_pp"}}}], "lora_vs_full_pp": {metric: float}}``;

@@ -23,7 +23,7 @@ from typing import Any
 from core.battles import Battle, BattleError, BattleStore
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, GenerationSettings
 from core.data import DataError, Dialogue, find_dialogue, load_split
-from core.evaluation import build_summary, score_table
+from core.evaluation import build_report, score_table
 from core.generation import Summary, SummaryCache, summarize, summarize_all
 from core.inputs import (
     InputError,
@@ -363,7 +363,7 @@ class ArenaService:
         errors = {name: messages[-1] for name, messages in result.errors.items()}
         served = {name: texts for name, texts in result.texts.items() if name not in errors}
         table = score_table(records, served)
-        summary = build_summary(table, preset=self.config.preset, split=f"first {len(records)} held-out")
+        summary = build_report(table, preset=self.config.preset, split=f"first {len(records)} held-out")
         report = normalise_report(summary, source="fresh evaluation")
         report["errors"] = errors
         return report

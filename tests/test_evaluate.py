@@ -16,7 +16,7 @@ from core.evaluation import (
     BASELINES,
     TEMPLATE_SUMMARY,
     bootstrap_indices,
-    build_summary,
+    build_report,
     derangement,
     first_line_summary,
     mean_ci,
@@ -121,7 +121,7 @@ def test_controls_score_against_another_dialogue() -> None:
     assert perm is not None and all(perm[i] != i for i in range(8))
     for i in range(8):
         assert table.controls["full"][i] == rouge(copying[i], records[perm[i]].references)
-    summary = build_summary(table, "test", "synthetic", resamples=200)
+    summary = build_report(table, "test", "synthetic", resamples=200)
     assert_summary_shape(summary)
     # A model that ignores its input scores the same on its own and on other references.
     assert summary["control_gap"]["original"]["rouge1"]["mean"] == pytest.approx(0.0, abs=1e-12)

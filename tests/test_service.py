@@ -16,7 +16,7 @@ from core import presentation as view
 from core.battles import BattleError, BattleStore
 from core.config import MODEL_NAMES, GenerationSettings, load_config
 from core.data import load_split
-from core.evaluation import build_summary, score_table
+from core.evaluation import build_report, score_table
 from core.generation import MAX_DIALOGUE_CHARS
 from core.inputs import InputError, join_references, parse_references, parse_settings
 from core.jsonfile import JsonFileError, read_json_object
@@ -235,7 +235,7 @@ def test_report_from_core_evaluation_is_normalised(data_dir: str, tmp_path: Path
         "full": [r.references[0] for r in records],
         "lora": [r.references[-1][:40] for r in records],
     }
-    summary = build_summary(score_table(records, predictions), preset="mini", split="test", resamples=50)
+    summary = build_report(score_table(records, predictions), preset="mini", split="test", resamples=50)
     assert read_report(tmp_path) is None
     (tmp_path / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     report = read_report(tmp_path)

@@ -5,7 +5,7 @@ Writes to the output directory (default ``checkpoints/<preset>/eval``):
 * ``predictions.csv`` - one row per dialogue: id, references (JSON list), each model's summary
   and ROUGE-1/2/L/Lsum, the two baselines, and each model's control scores;
 * ``summary.json``    - means with 95% paired bootstrap CIs, improvements in percentage points,
-  baselines and controls (see :func:`core.evaluation.build_summary` for the shape);
+  baselines and controls (see :func:`core.evaluation.build_report` for the shape);
 * ``report.md``       - the same as readable tables; ``rouge.png`` - the app's Benchmark chart
   (``core.charts.benchmark_figure``: bars with 95% CIs);
 * ``generations.jsonl`` - the generation cache: a summary already generated for the same model
@@ -41,7 +41,7 @@ from core.evaluation import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     ScoreTable,
-    build_summary,
+    build_report,
     report_markdown,
     score_table,
 )
@@ -275,7 +275,7 @@ def evaluate(
         model_set, records, settings, cache, batch_size, progress=progress
     )
     table = score_table(records, summaries)
-    summary = build_summary(
+    summary = build_report(
         table,
         config.preset,
         split,
@@ -352,7 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-beams", type=int, default=None, help="override every model's beam count")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
     parser.add_argument(
-        "--dtype", default=None, help="float32, bfloat16 or auto (default: bf16 on CUDA, else fp32)"
+        "--dtype",
+        default=None,
+        help="float32, bfloat16, int8 or auto (default: auto: bf16 on CUDA; on a CPU with hardware bf16, "
+        "bf16 with int8 decoder weights; else fp32)",
     )
     parser.add_argument(
         "--bootstrap",
