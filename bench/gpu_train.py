@@ -204,7 +204,7 @@ def build_base(shape: str, root: Path, data: str) -> str:
         from bench.fixtures import build_checkpoints
 
         return build_checkpoints(root / "base-shape", data=data).original
-    from tests.tiny import build_tiny_checkpoints  # the same tiny T5 the test suite trains
+    from bench.fixtures import build_tiny_checkpoints  # the same tiny T5 the test suite trains
 
     return build_tiny_checkpoints(root / "tiny-shape", data)["original"]
 
