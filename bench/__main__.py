@@ -143,6 +143,11 @@ def _goal_text(key: str, value: float | None) -> str:
     return f"goal {op} {target:g}: {'met' if met else 'MISSED'}"
 
 
+def _goal_row(rows: list[tuple[str, str, str]], key: str, value: float) -> None:
+    """A P-figure's row: its value and whether it meets its goal."""
+    _row(rows, key, f"{value:.2f}", _goal_text(key, value))
+
+
 def _row(rows: list[tuple[str, str, str]], name: str, value: str, note: str = "") -> None:
     rows.append((name, value, note))
     print(f"  {name:<44} {value:>12}  {note}", flush=True)
@@ -193,12 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["P1_memory_ratio"] = three["peak_rss"] / one["peak_rss"]
             _row(rows, "P1 peak RSS, one model (GiB)", f"{one['peak_rss'] / GIB:.2f}", f"dtype {args.dtype}")
             _row(rows, "P1 peak RSS, three-model set (GiB)", f"{three['peak_rss'] / GIB:.2f}")
-            _row(
-                rows,
-                "P1_memory_ratio",
-                f"{figures['P1_memory_ratio']:.2f}",
-                _goal_text("P1_memory_ratio", figures["P1_memory_ratio"]),
-            )
+            _goal_row(rows, "P1_memory_ratio", figures["P1_memory_ratio"])
 
         if only & {"P2", "P3"}:
             lat = run_worker("latency", spec, log)
@@ -218,12 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             if "P2" in only:
                 figures["P2_compare_ratio"] = lat["three_s"] / single
                 _row(rows, "all three summaries, one dialogue (s)", f"{lat['three_s']:.2f}")
-                _row(
-                    rows,
-                    "P2_compare_ratio",
-                    f"{figures['P2_compare_ratio']:.2f}",
-                    _goal_text("P2_compare_ratio", figures["P2_compare_ratio"]),
-                )
+                _goal_row(rows, "P2_compare_ratio", figures["P2_compare_ratio"])
             if "P3" in only:
                 work = lat["work"]
                 _row(rows, "memory read bandwidth (GB/s)", f"{lat['bandwidth'] / 1e9:.1f}", "measured now")
@@ -250,12 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{lat['served_bytes_per_param']:.2f} B/param",
                 )
                 figures["P3_floor_ratio"] = single / lat["floor_fp32_s"]
-                _row(
-                    rows,
-                    "P3_floor_ratio",
-                    f"{figures['P3_floor_ratio']:.2f}",
-                    _goal_text("P3_floor_ratio", figures["P3_floor_ratio"]),
-                )
+                _goal_row(rows, "P3_floor_ratio", figures["P3_floor_ratio"])
                 _row(
                     rows,
                     "  (vs floor of precision served)",
@@ -287,12 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for b in batch_sizes:
                 _row(rows, f"report, batch size {b} (s)", f"{ev[f'batched_{b}_s']:.1f}")
-            _row(
-                rows,
-                "P4_eval_speedup",
-                f"{figures['P4_eval_speedup']:.2f}",
-                _goal_text("P4_eval_speedup", figures["P4_eval_speedup"]),
-            )
+            _goal_row(rows, "P4_eval_speedup", figures["P4_eval_speedup"])
 
         if "P5" in only:
             steps = 2 if quick else 3
@@ -316,18 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 "train peak RSS full / LoRA (GiB)",
                 f"{full['peak_rss'] / GIB:.2f} / {lora['peak_rss'] / GIB:.2f}",
             )
-            _row(
-                rows,
-                "P5_lora_step_ratio",
-                f"{figures['P5_lora_step_ratio']:.2f}",
-                _goal_text("P5_lora_step_ratio", figures["P5_lora_step_ratio"]),
-            )
-            _row(
-                rows,
-                "P5_lora_memory_ratio",
-                f"{figures['P5_lora_memory_ratio']:.2f}",
-                _goal_text("P5_lora_memory_ratio", figures["P5_lora_memory_ratio"]),
-            )
+            _goal_row(rows, "P5_lora_step_ratio", figures["P5_lora_step_ratio"])
+            _goal_row(rows, "P5_lora_memory_ratio", figures["P5_lora_memory_ratio"])
             report_steps.add_rows(_row, rows, data, quick, _env(), log)  # train()'s own step time
 
         if "P6" in only:
