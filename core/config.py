@@ -17,6 +17,8 @@ Environment variables (all optional):
 ``ARENA_THREADS``       CPU threads per generate call (default 1: see ``core.models.cpu_threads``)
 ``ARENA_MAX_NEW_TOKENS``  generation length cap (default 200)
 ``ARENA_NUM_BEAMS``     beams for beam search (default: the model's generation_config)
+``ARENA_GENERATION_TIMEOUT_S``  seconds one ``generate`` call may run in the app (default 60;
+                        ``0`` = no limit); past it the summary so far is shown, marked as cut
 ``ARENA_VOTES_DB``      SQLite file for human-evaluation votes
 ``ARENA_CHECKPOINTS``   root of ``checkpoints/`` (default: the project's own)
 ======================  ==========================================================
@@ -45,6 +47,9 @@ HUB_HOST = "huggingface.co"
 # Bounds for user-facing generation settings; the UI and the API both reject values outside.
 MAX_NEW_TOKENS_RANGE = (1, 512)
 NUM_BEAMS_RANGE = (1, 8)
+# A public server's budget per generate call: a 512-token, 8-beam request on flan-t5-base
+# would otherwise hold one of the app's two generation slots for minutes.
+DEFAULT_GENERATION_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class ArenaConfig:
     device: str = "auto"
     dtype: str = "auto"
     threads: int | None = None  # CPU intra-op threads; None = core.models.DEFAULT_CPU_THREADS
+    generation_timeout_s: float | None = DEFAULT_GENERATION_TIMEOUT_S  # per generate call; None = none
     votes_db: str = str(PROJECT_ROOT / "data" / "votes.sqlite")
     checkpoints: str = str(PROJECT_ROOT / "checkpoints")
 
@@ -183,6 +189,20 @@ def _env_int(env: dict[str, str], name: str) -> int | None:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from err
 
 
+def _env_timeout(env: dict[str, str], name: str) -> float | None:
+    """A time budget in seconds from ``env``: unset = the default, ``0`` = no limit."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DEFAULT_GENERATION_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from err
+    if value < 0 or value != value:  # NaN is not a budget
+        raise ValueError(f"{name} must be >= 0 (0 = no limit), got {raw!r}")
+    return value or None
+
+
 def load_config(
     env: dict[str, str] | None = None,
     *,
@@ -226,6 +246,7 @@ def load_config(
         device=device or env.get("ARENA_DEVICE") or "auto",
         dtype=dtype or env.get("ARENA_DTYPE") or "auto",
         threads=_env_int(env, "ARENA_THREADS"),
+        generation_timeout_s=_env_timeout(env, "ARENA_GENERATION_TIMEOUT_S"),
         votes_db=votes_db or env.get("ARENA_VOTES_DB") or str(PROJECT_ROOT / "data" / "votes.sqlite"),
         checkpoints=checkpoints,
     )

@@ -3,7 +3,9 @@
 Original and LoRA rows that share decoding settings run in *one* ``generate`` call through
 peft's mixed-adapter batches (``adapter_names``), so a comparison costs about two model
 calls, not three. Every result carries its wall time and, for long inputs, how much of the
-dialogue was cut to fit the model's input limit.
+dialogue was cut to fit the model's input limit. A ``generate`` call can be given a time
+budget (:class:`Deadline`): past it, the call returns what it has generated so far and the
+summaries say they were cut (``timed_out``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from core.config import MODEL_NAMES, GenerationSettings
 from core.models import LoadedModel, ModelSet
@@ -40,6 +43,7 @@ class Summary:
     truncated_tokens: int = 0
     batched_with: tuple[str, ...] = ()  # other models that ran in the same generate call
     truncated_chars: int = 0
+    timed_out: bool = False  # the time budget ran out: ``text`` is what was generated so far
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,35 @@ def effective_kwargs(loaded: LoadedModel, settings: GenerationSettings) -> dict[
     return kwargs
 
 
+class Deadline(StoppingCriteria):
+    """Stops a ``generate`` call once ``seconds`` have passed since it was made, and remembers
+    that it did (transformers' own ``max_time`` stops silently).
+
+    Every sequence stops together, so beam search returns its best beams so far.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+        self.fired = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
+        if not self.fired and time.monotonic() - self.start > self.seconds:
+            self.fired = True
+        return torch.full((input_ids.shape[0],), self.fired, device=input_ids.device, dtype=torch.bool)
+
+
 def _generate(
-    group: Sequence[LoadedModel], prompts: list[str], kwargs: dict[str, Any], max_input_tokens: int
-) -> list[list[str]]:
-    """One ``generate`` call for every model in ``group`` (same module) over ``prompts``."""
+    group: Sequence[LoadedModel],
+    prompts: list[str],
+    kwargs: dict[str, Any],
+    max_input_tokens: int,
+    time_limit_s: float | None = None,
+) -> tuple[list[list[str]], bool]:
+    """One ``generate`` call for every model in ``group`` (same module) over ``prompts``.
+
+    Returns the texts per model and whether ``time_limit_s`` cut the call short.
+    """
     head = group[0]
     encoded = head.tokenizer(
         prompts * len(group),
@@ -102,10 +131,15 @@ def _generate(
     if head.adapter_name is not None:
         extra["adapter_names"] = [m.adapter_name for m in group for _ in prompts]
     with head.lock, torch.inference_mode():
+        # The clock starts once the model is ours: waiting for the lock is not generating.
+        deadline = Deadline(time_limit_s) if time_limit_s else None
+        if deadline is not None:
+            extra["stopping_criteria"] = StoppingCriteriaList([deadline])
         output = head.model.generate(**encoded, **kwargs, **extra)
     texts = head.tokenizer.batch_decode(output, skip_special_tokens=True)
     n = len(prompts)
-    return [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(group))]
+    cut = deadline is not None and deadline.fired
+    return [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(group))], cut
 
 
 def plan_groups(models: Sequence[LoadedModel], settings: GenerationSettings) -> list[list[LoadedModel]]:
@@ -128,11 +162,14 @@ def summarize_many(
     settings: GenerationSettings,
     names: Sequence[str] = MODEL_NAMES,
     max_input_tokens: int = MAX_INPUT_TOKENS,
+    time_limit_s: float | None = None,
 ) -> Iterator[list[Summary]]:
     """Summarize ``dialogues`` with each named model; yield each model's list as it finishes.
 
     Models that can share a batch finish together. A model that failed to load, or fails
-    while generating, yields summaries with ``error`` set; the others are unaffected.
+    while generating, yields summaries with ``error`` set; the others are unaffected. Each
+    ``generate`` call may run ``time_limit_s`` seconds; a call cut there yields what it had,
+    with ``timed_out`` set.
     """
     settings.validate()
     available = [model_set.models[n] for n in names if n in model_set.models]
@@ -146,7 +183,8 @@ def summarize_many(
             fitted = [fit_dialogue(group[0].tokenizer, d, max_input_tokens) for d in dialogues]
             kwargs = effective_kwargs(group[0], settings)
             start = time.perf_counter()
-            texts = _generate(group, [build_prompt(f.dialogue) for f in fitted], kwargs, max_input_tokens)
+            prompts = [build_prompt(f.dialogue) for f in fitted]
+            texts, cut = _generate(group, prompts, kwargs, max_input_tokens, time_limit_s)
             seconds = time.perf_counter() - start
         except ValueError as err:  # bad input: same message for every model
             for loaded in group:
@@ -169,6 +207,7 @@ def summarize_many(
                     truncated_tokens=f.truncated_tokens,
                     batched_with=others,
                     truncated_chars=f.truncated_chars,
+                    timed_out=cut,
                 )
                 for text, f in zip(model_texts, fitted, strict=True)
             ]
@@ -179,9 +218,10 @@ def summarize(
     dialogue: str,
     settings: GenerationSettings,
     names: Sequence[str] = MODEL_NAMES,
+    time_limit_s: float | None = None,
 ) -> Iterator[Summary]:
     """Summarize one dialogue with each named model, yielding each result as it is ready."""
-    for results in summarize_many(model_set, [dialogue], settings, names):
+    for results in summarize_many(model_set, [dialogue], settings, names, time_limit_s=time_limit_s):
         yield results[0]
 
 
@@ -202,6 +242,7 @@ class BatchResult:
     cached: int = 0  # summaries found in the cache
     generated: int = 0  # summaries generated now
     seconds: float = 0.0  # wall time spent generating
+    timed_out: int = 0  # summaries cut by the time budget (what was generated so far)
 
 
 def summarize_all(
@@ -215,6 +256,7 @@ def summarize_all(
     batch_size: int = 8,
     max_input_tokens: int = MAX_INPUT_TOKENS,
     progress: Callable[[int, int], None] | None = None,
+    time_limit_s: float | None = None,
 ) -> BatchResult:
     """Each named model's summary of every dialogue, generating only what ``cache`` lacks.
 
@@ -224,6 +266,8 @@ def summarize_all(
     :func:`summarize_many` call (original and LoRA in one batch). New summaries go to the cache
     after each batch (a killed run keeps them), with ``seconds`` per dialogue; failures are not
     cached. ``progress(done, total)`` is called with 0 first and after each batch.
+    ``time_limit_s`` bounds each ``generate`` call (:func:`summarize_many`); summaries it cut
+    are kept but not cached, and counted in ``timed_out``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -251,7 +295,9 @@ def summarize_all(
         for indices, group in groups.items():
             begin = time.perf_counter()
             texts = [dialogues[i] for i in indices]
-            for summaries in summarize_many(model_set, texts, settings, group, max_input_tokens):
+            for summaries in summarize_many(
+                model_set, texts, settings, group, max_input_tokens, time_limit_s
+            ):
                 for i, summary in zip(indices, summaries, strict=True):
                     if summary.error is not None:
                         result.errors.setdefault(summary.model, []).append(summary.error)
@@ -259,7 +305,8 @@ def summarize_all(
                         continue
                     found[summary.model][i] = summary.text
                     result.generated += 1
-                    if lookup is not None:  # an empty cache is falsy
+                    result.timed_out += summary.timed_out
+                    if lookup is not None and not summary.timed_out:  # an empty cache is falsy
                         one = replace(summary, seconds=summary.seconds / len(indices))
                         new.append((key(summary.model, i), one))
             result.seconds += time.perf_counter() - begin
@@ -295,8 +342,8 @@ class SummaryCache:
             return hit
 
     def put(self, key: tuple, summary: Summary) -> None:
-        if summary.error is not None:
-            return  # errors are not cached: the next click retries
+        if summary.error is not None or summary.timed_out:
+            return  # errors and cut summaries are not cached: the next click retries
         with self._lock:
             self._entries[key] = summary
             self._entries.move_to_end(key)

@@ -17,6 +17,8 @@ from core.jsonfile import JsonFileError, read_json_object
 from core.metrics import ROUGE_TYPES
 
 REPORT_FILE = "summary.json"
+VERDICT_METRIC = "rougeL"  # the metric a fine-tune must win on to count as beating the baselines
+FINE_TUNED: tuple[str, ...] = ("full", "lora")
 
 
 def _number(value: Any) -> bool:
@@ -96,7 +98,42 @@ def normalise_report(raw: Any, source: str = "") -> dict[str, Any]:
         "preset": str(raw.get("preset", "")),
         "rows": rows,
         "lora_vs_full_pp": lora_vs_full,
+        "baseline_verdicts": baseline_verdicts(rows),
     }
+
+
+def baseline_verdicts(rows: list[dict[str, Any]], metric: str = VERDICT_METRIC) -> list[dict[str, Any]]:
+    """Whether each fine-tuned model beats the best trivial baseline on ``metric``.
+
+    One entry per fine-tuned model with the metric: ``{"model", "metric", "mean", "ci95",
+    "baseline", "baseline_mean", "baseline_ci95", "verdict"}`` where ``verdict`` is
+    ``"below"`` (mean at or under the baseline's), ``"overlaps"`` (higher, but the 95%
+    intervals overlap: not clearly better) or ``"beats"``. Empty without a baseline.
+    """
+    baselines = [r for r in rows if r["model"].startswith("baseline:") and metric in r["metrics"]]
+    if not baselines:
+        return []
+    best = max(baselines, key=lambda r: r["metrics"][metric]["mean"])
+    base = best["metrics"][metric]
+    verdicts = []
+    for row in rows:
+        cell = row["metrics"].get(metric)
+        if row["model"] not in FINE_TUNED or cell is None:
+            continue
+        if cell["mean"] <= base["mean"]:
+            verdict = "below"
+        elif cell["ci95"] and base["ci95"] and cell["ci95"][0] <= base["ci95"][1]:
+            verdict = "overlaps"
+        else:
+            verdict = "beats"
+        verdicts.append(
+            {
+                "model": row["model"], "metric": metric, "mean": cell["mean"], "ci95": cell["ci95"],
+                "baseline": best["model"].removeprefix("baseline:"), "baseline_mean": base["mean"],
+                "baseline_ci95": base["ci95"], "verdict": verdict,
+            }
+        )  # fmt: skip
+    return verdicts
 
 
 def read_report(report_dir: str | Path) -> dict[str, Any] | None:

@@ -65,8 +65,10 @@ class ModelResult:
     cached: bool = False
     spans: list[tuple[str, str | None]] = field(default_factory=list)
 
+    timed_out: bool = False  # the time budget cut generation: ``summary`` is what it had so far
+    batched_with: tuple[str, ...] = ()  # models timed together in the same generate call
     def as_json(self) -> dict[str, Any]:
-        """The ``/compare`` shape of one model (plus ``truncated_tokens``)."""
+        """The ``/compare`` shape of one model (plus ``truncated_tokens`` and ``timed_out``)."""
         return {
             "summary": self.summary,
             "rouge": self.rouge,
@@ -74,6 +76,7 @@ class ModelResult:
             "error": self.error,
             "truncated_tokens": self.truncated_tokens,
         }
+            "timed_out": self.timed_out,
 
 
 # ---------------------------------------------------------------------------- the service
@@ -180,6 +183,8 @@ class ArenaService:
     def summaries(
         self, dialogue: str, settings: GenerationSettings, names: Sequence[str] = MODEL_NAMES
     ) -> Iterator[tuple[Summary, bool]]:
+            timed_out=summary.timed_out,
+            batched_with=summary.batched_with,
         """``(summary, from_cache)`` per model: cache hits first, then each model as it finishes."""
         digest = _digest(dialogue)
         keys = {name: self._cache_key(name, digest, settings) for name in names}
@@ -191,7 +196,8 @@ class ArenaService:
             else:
                 missing.append(name)
         if missing:
-            for summary in summarize(self.model_set, dialogue, settings, names=missing):
+            limit = self.config.generation_timeout_s
+            for summary in summarize(self.model_set, dialogue, settings, names=missing, time_limit_s=limit):
                 self.cache.put(keys[summary.model], summary)
                 yield summary, False
 
@@ -229,8 +235,11 @@ class ArenaService:
         texts: dict[str, str] = {}
         failures = []
         for summary, _ in self.summaries(example.dialogue, settings):
-            if summary.error is not None or not summary.text.strip():
-                failures.append(f"{MODEL_LABELS[summary.model]}: {summary.error or 'empty summary'}")
+            problem = summary.error or ("empty summary" if not summary.text.strip() else None)
+            if problem is None and summary.timed_out:
+                problem = "cut at the time limit (a blind battle compares finished summaries)"
+            if problem is not None:
+                failures.append(f"{MODEL_LABELS[summary.model]}: {problem}")
             texts[summary.model] = summary.text
         if failures:
             raise InputError("A blind battle needs all three models; " + "; ".join(failures))
@@ -356,7 +365,7 @@ class ArenaService:
         result = summarize_all(
             self.model_set, [r.dialogue for r in records], settings, MODEL_NAMES,
             cache=self.cache, key=lambda name, i: self._cache_key(name, digests[i], settings),
-            batch_size=chunk, progress=advance,
+            batch_size=chunk, progress=advance, time_limit_s=self.config.generation_timeout_s,
         )  # fmt: skip
         if progress:
             progress(1.0, "scoring")

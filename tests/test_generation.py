@@ -127,3 +127,39 @@ def test_summarize_all_batches_caches_and_reports_progress(tiny_checkpoints, dat
     assert (again.cached, again.generated, again.texts) == (6, 0, first.texts)
     absent = summarize_all(model_set, dialogues[:1], settings, ("nowhere",))
     assert absent.texts == {"nowhere": [""]} and "not loaded" in absent.errors["nowhere"][0]
+
+
+def test_a_time_budget_cuts_generate_and_marks_the_summary(tiny_checkpoints, data_dir) -> None:
+    """ARENA_GENERATION_TIMEOUT_S: past the budget, generate returns what it had, marked as cut."""
+    config = load_config(
+        env={}, preset="mini", original=tiny_checkpoints["original"], full=tiny_checkpoints["full"],
+        lora=tiny_checkpoints["lora"], data=data_dir, device="cpu",
+    )  # fmt: skip
+    model_set = load_model_set(config)
+    # Random weights rarely stop on their own: min_new_tokens makes the uncut run long for sure.
+    settings = GenerationSettings(max_new_tokens=40, min_new_tokens=40, num_beams=1)
+    dialogue = "#Person1#: Where are you going?\n#Person2#: To the bank."
+    whole = {s.model: s for s in summarize(model_set, dialogue, settings)}
+    cut = {s.model: s for s in summarize(model_set, dialogue, settings, time_limit_s=1e-6)}
+    tokenizer = model_set.models["full"].tokenizer
+    for name in ("original", "full", "lora"):
+        assert not whole[name].timed_out and cut[name].timed_out and cut[name].error is None
+        assert len(tokenizer(cut[name].text)["input_ids"]) < len(tokenizer(whole[name].text)["input_ids"])
+    cache = SummaryCache()
+    cache.put(("k",), cut["full"])
+    assert cache.get(("k",)) is None  # a cut summary is not served again from the cache
+    batch = summarize_all(
+        model_set, [dialogue], settings, ("full",), cache=cache, key=lambda n, i: (n, i), time_limit_s=1e-6
+    )
+    assert batch.timed_out == 1 and len(cache) == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, 60.0), ("", 60.0), ("2.5", 2.5), ("0", None)]
+)  # fmt: skip
+def test_generation_timeout_is_configured_from_the_environment(raw, expected) -> None:
+    env = {"ARENA_PRESET": "mini"} | ({} if raw is None else {"ARENA_GENERATION_TIMEOUT_S": raw})
+    assert load_config(env=env).generation_timeout_s == expected
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(ValueError, match="ARENA_GENERATION_TIMEOUT_S"):
+            load_config(env={"ARENA_PRESET": "mini", "ARENA_GENERATION_TIMEOUT_S": bad})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from core import charts
 from core import presentation as view
 from core.battles import BattleError, BattleStore
-from core.config import MODEL_NAMES, GenerationSettings, load_config
+from core.config import MODEL_NAMES, PROJECT_ROOT, GenerationSettings, load_config
 from core.data import load_split
 from core.evaluation import build_report, score_table
 from core.generation import MAX_DIALOGUE_CHARS
@@ -25,7 +26,7 @@ from core.model_cards import card_for, lora_headline, model_cards
 from core.models import ModelSet, load_model_set
 from core.presentation import truncation_notice
 from core.reports import normalise_report, read_report
-from core.service import ArenaService
+from core.service import ArenaService, ModelResult
 from core.votes import VoteStore
 
 SETTINGS = GenerationSettings(max_new_tokens=12)
@@ -352,3 +353,108 @@ def test_markdown_escaping_makes_user_text_inert() -> None:
     text = view.md_escape("<script>alert(1)</script> [click](http://x) ![i](http://y) **b** `c`")
     assert "<script>" not in text and "](" not in text
     assert "\\[click\\]" in text and "&lt;script&gt;" in text
+
+
+def test_a_cut_summary_is_shown_as_cut_and_kept_out_of_battles(
+    model_set: ModelSet, tmp_votes_db: str, example
+) -> None:
+    config = dataclasses.replace(model_set.config, generation_timeout_s=1e-6)
+    service = ArenaService(config, model_set, votes=VoteStore(tmp_votes_db))
+    forced = GenerationSettings(max_new_tokens=20, min_new_tokens=20)
+    results = list(service.compare_stream(example.dialogue, example.reference, forced))
+    assert results and all(r.timed_out and r.error is None for r in results)
+    assert all("time limit" in view.result_markdown(r) for r in results)
+    assert all(entry["timed_out"] for entry in service.compare(example.dialogue)["models"].values())
+    with pytest.raises(InputError, match="time limit"):
+        service.new_battle(settings=forced)
+
+
+def _result(**fields) -> ModelResult:
+    return ModelResult(**{"model": "full", "summary": "A summary.", "rouge": None, "seconds": 0.5, **fields})
+
+
+def test_an_empty_summary_is_said_to_be_empty() -> None:
+    zeros = dict.fromkeys(ROUGE_TYPES, 0.0)
+    text = view.result_markdown(_result(summary="", rouge=zeros))
+    assert "Empty summary" in text and "Max new tokens" in text
+    assert "Empty summary" not in view.result_markdown(_result(rouge=zeros))
+
+
+def test_models_timed_in_one_batch_say_so() -> None:
+    together = view.result_markdown(_result(model="original", batched_with=("lora",)))
+    assert "LoRA together" in together and "one batched call" in together
+    alone = view.result_markdown(_result())
+    assert "batched" not in alone and "500 ms" in alone
+    assert "batched" not in view.result_markdown(_result(batched_with=("lora",), cached=True))
+
+
+def test_empty_settings_boxes_say_what_they_mean() -> None:
+    assert view.default_placeholder(None) == "model default"
+    assert view.default_placeholder(200) == "default (200)"
+    assert parse_settings(None, None, GenerationSettings(max_new_tokens=200)).num_beams is None
+
+
+def test_visitors_never_see_absolute_server_paths(model_set: ModelSet, tmp_path: Path) -> None:
+    inside = PROJECT_ROOT / "checkpoints" / "flan-t5-base"
+    config = dataclasses.replace(
+        model_set.config, preset_reason=f"mini preset: flan-t5-base checkpoints not found in {inside}"
+    )
+    statuses = {
+        "original": "loaded",
+        "full": f"unavailable: no model at '{tmp_path / 'full'}'.",
+        "lora": f"unavailable: adapter {inside}/lora is broken",
+    }
+    shown = " ".join(
+        [
+            view.preset_banner(config, statuses, f"no data in {tmp_path}/dialogsum"),
+            *(view.column_header(name, status) for name, status in statuses.items()),
+            view.result_markdown(_result(error=f"model directory not found: {tmp_path}/full")),
+            view.models_table({"full": card_for("full", str(tmp_path / "nowhere" / "full"))}),
+        ]
+    )
+    assert str(PROJECT_ROOT) not in shown and str(tmp_path) not in shown
+    assert "checkpoints/flan\\-t5\\-base" in shown  # said relative to the project
+    assert "not Flan-T5" in view.preset_banner(config, statuses)
+    assert (
+        view.scrub_paths("see https://huggingface.co/a/b and ./x/y")
+        == "see https://huggingface.co/a/b and ./x/y"
+    )
+
+
+def test_the_readme_section_on_real_models_exists() -> None:
+    section = view.readme_section(view.REAL_MODELS_SECTION)
+    assert section and "python -m train.full" in section
+
+
+def test_pre_training_loss_is_kept_apart_from_fine_tuning_losses(model_set: ModelSet) -> None:
+    cards = model_cards(model_set.config)
+    cards["original"] = dataclasses.replace(cards["original"], method="pretrained", final_train_loss=4.25)
+    cards["full"] = dataclasses.replace(cards["full"], final_train_loss=5.5)
+    rows = {
+        line.split("|")[1].strip(): line for line in view.models_table(cards).splitlines() if "loss" in line
+    }
+    fine, pre = rows["Final fine-tuning loss (summaries)"], rows["Final pre-training loss (other task)"]
+    assert "5.500" in fine and "4.250" not in fine
+    assert "4.250" in pre and "not comparable" in pre and "5.500" not in pre
+
+
+def test_a_fine_tune_that_does_not_beat_the_baselines_is_called_out() -> None:
+    def stat(mean: float) -> dict:
+        return {m: {"mean": mean, "ci95": [mean - 0.02, mean + 0.02]} for m in ROUGE_TYPES}
+
+    raw = {
+        "n": 10, "split": "test", "preset": "mini",
+        "models": {"original": stat(0.10), "full": stat(0.20), "lora": stat(0.40)},
+        "baselines": {"template": stat(0.22), "first_line": stat(0.12)},
+    }  # fmt: skip
+    report = normalise_report(raw, source="test")
+    verdicts = {v["model"]: v["verdict"] for v in report["baseline_verdicts"]}
+    assert verdicts == {"full": "below", "lora": "beats"}
+    caption = view.benchmark_caption(report)
+    assert (
+        "Full fine-tune does not beat the trivial baselines" in caption and "ROUGE-L 20.0 vs 22.0" in caption
+    )
+    assert "LoRA" not in caption.split("trivial baselines")[0].split("✗")[-1]
+    raw["models"]["lora"] = stat(0.23)
+    close = view.benchmark_caption(normalise_report(raw))
+    assert "LoRA is not clearly better than the trivial baselines" in close
