@@ -8,8 +8,8 @@ Environment variables (all optional):
 ======================  ==========================================================
 ``ARENA_PRESET``        ``flan-t5-base`` or ``mini``; unset = choose automatically
 ``ARENA_ORIGINAL``      hub id or local path of the original (base) model
-``ARENA_FULL``          directory of the fully fine-tuned model
-``ARENA_LORA``          directory of the LoRA adapter (applied on top of the original)
+``ARENA_FULL``          fully fine-tuned model: directory or Hub repo id (``owner/name[@revision]``)
+``ARENA_LORA``          LoRA adapter (applied on top of the original): directory or Hub repo id
 ``ARENA_DATA``          DialogSum: hub id or local directory (``validation.jsonl``...)
 ``ARENA_DEVICE``        ``cpu``, ``cuda`` or ``auto`` (default)
 ``ARENA_DTYPE``         ``float32``, ``bfloat16``, ``int8`` or ``auto`` (default: bf16 on CUDA; on a
@@ -19,7 +19,9 @@ Environment variables (all optional):
 ``ARENA_NUM_BEAMS``     beams for beam search (default: the model's generation_config)
 ``ARENA_GENERATION_TIMEOUT_S``  seconds one ``generate`` call may run in the app (default 60;
                         ``0`` = no limit); past it the summary so far is shown, marked as cut
-``ARENA_VOTES_DB``      SQLite file for human-evaluation votes
+``ARENA_VOTES_DB``      SQLite file for human-evaluation votes (default: ``/data/votes.sqlite`` when
+                        ``/data``, a Space's persistent storage, is writable; else ``data/votes.sqlite``)
+``ARENA_VOTES_REPO``    Hub dataset (``owner/name``) every vote is also appended to (``core.vote_sync``)
 ``ARENA_CHECKPOINTS``   root of ``checkpoints/`` (default: the project's own)
 ======================  ==========================================================
 """
@@ -30,6 +32,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,15 @@ MODEL_LABELS: dict[str, str] = {
     "lora": "LoRA",
 }
 PRESETS: tuple[str, ...] = ("flan-t5-base", "mini")
+# Where a Hugging Face Space mounts its persistent storage; tests pass another root.
+SPACE_PERSISTENT_ROOT = Path("/data")
+# The command that produces each fine-tuned checkpoint of a preset at its default location.
+TRAIN_COMMANDS: dict[tuple[str, str], str] = {
+    ("flan-t5-base", "full"): "python -m train.full --bf16",
+    ("flan-t5-base", "lora"): "python -m train.lora --bf16",
+    ("mini", "full"): "python -m train.mini",
+    ("mini", "lora"): "python -m train.mini",
+}
 DEFAULT_HUB_DATA = "knkarthick/dialogsum"
 HUB_HOST = "huggingface.co"
 
@@ -112,6 +124,8 @@ class ArenaConfig:
     generation_timeout_s: float | None = DEFAULT_GENERATION_TIMEOUT_S  # per generate call; None = none
     votes_db: str = str(PROJECT_ROOT / "data" / "votes.sqlite")
     checkpoints: str = str(PROJECT_ROOT / "checkpoints")
+    votes_repo: str = ""  # Hub dataset the votes are also appended to; "" = none
+    persistent_root: str | None = None  # writable persistent storage found (a Space's /data), if any
 
     @property
     def report_dir(self) -> Path:
@@ -148,16 +162,49 @@ def is_local_path(location: str) -> bool:
     return Path(location).expanduser().exists() or location.startswith((".", "/", "~"))
 
 
+def persistent_storage(root: str | Path | None = None) -> Path | None:
+    """``root`` (default :data:`SPACE_PERSISTENT_ROOT`) when it is a writable directory, else ``None``."""
+    path = Path(SPACE_PERSISTENT_ROOT if root is None else root)
+    return path if path.is_dir() and os.access(path, os.W_OK | os.X_OK) else None
+
+
+def default_votes_db(persistent_root: str | Path | None = None) -> str:
+    """The votes file on persistent storage when there is some (a Space's ``/data``), else in the project."""
+    storage = persistent_storage(persistent_root)
+    return str((storage or PROJECT_ROOT / "data") / "votes.sqlite")
+
+
+def missing_checkpoint_hint(config: ArenaConfig, name: str) -> str | None:
+    """How to produce the ``full``/``lora`` checkpoint of the live preset, when it is configured at the
+    preset's default location and is not there yet (``None`` otherwise)."""
+    command = TRAIN_COMMANDS.get((config.preset, name))
+    default = getattr(preset_models(config.preset, config.checkpoints), name, None)
+    location = config.models.as_dict().get(name)
+    if command is None or location != default or Path(location).exists():
+        return None
+    return f"not trained yet: `{command}` writes it to {location} (README: Train your own)"
+
+
+def _offline_requested(env: dict[str, str]) -> bool:
+    flags = (env.get("HF_HUB_OFFLINE", ""), os.environ.get("HF_HUB_OFFLINE", ""))
+    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+
+
 def _checkpoint_present(path: str) -> bool:
     p = Path(path)
     return p.is_dir() and any((p / name).is_file() for name in ("config.json", "adapter_config.json"))
 
 
-def choose_preset(checkpoints: str | Path, env: dict[str, str]) -> tuple[str, str]:
-    """Pick the preset and say why, without touching the network.
+def choose_preset(
+    checkpoints: str | Path, env: dict[str, str], hub_online: Callable[[], bool] | None = None
+) -> tuple[str, str]:
+    """Pick the preset and say why.
 
     ``flan-t5-base`` wins when its fine-tuned checkpoints exist (or were configured through
-    ``ARENA_FULL``/``ARENA_LORA``); otherwise the embedded ``mini`` preset.
+    ``ARENA_FULL``/``ARENA_LORA``), and on a connected first run: when ``hub_online()`` says the
+    Hub is reachable, the real Flan-T5 is served even before anything is fine-tuned (the two
+    fine-tuned columns then say which command produces them). Otherwise the embedded ``mini``
+    preset. ``hub_online`` is called only when nothing else decides (``None``: never).
     """
     requested = env.get("ARENA_PRESET", "").strip()
     if requested:
@@ -171,6 +218,14 @@ def choose_preset(checkpoints: str | Path, env: dict[str, str]) -> tuple[str, st
         return (
             "flan-t5-base",
             f"flan-t5-base preset: fine-tuned checkpoints found in {Path(base.full).parent}",
+        )
+    if hub_online is not None and hub_online():
+        return (
+            "flan-t5-base",
+            f"flan-t5-base preset: the Hub is reachable, so the real {base.original} is served; its "
+            f"fine-tuned checkpoints are not in {Path(base.full).parent} yet (`{TRAIN_COMMANDS['flan-t5-base', 'full']}` "
+            f"and `{TRAIN_COMMANDS['flan-t5-base', 'lora']}` make them; ARENA_PRESET=mini serves the embedded "
+            "mini models instead)",
         )
     return (
         "mini",
@@ -216,8 +271,14 @@ def load_config(
     max_new_tokens: int | None = None,
     num_beams: int | None = None,
     votes_db: str | None = None,
+    persistent_root: str | Path | None = None,
 ) -> ArenaConfig:
-    """Build the configuration from preset defaults, the environment and explicit overrides."""
+    """Build the configuration from preset defaults, the environment and explicit overrides.
+
+    With no preset requested and no fine-tuned checkpoints, the Hub is probed (once per
+    process, at most ~1.5 s, never when ``HF_HUB_OFFLINE`` is set): see :func:`choose_preset`.
+    ``persistent_root`` replaces ``/data`` as the persistent storage looked for (tests).
+    """
     env = dict(os.environ if env is None else env)
     checkpoints = env.get("ARENA_CHECKPOINTS") or str(PROJECT_ROOT / "checkpoints")
     if preset:
@@ -225,7 +286,10 @@ def load_config(
     if full or lora:
         env.setdefault("ARENA_FULL", full or "")
         env.setdefault("ARENA_LORA", lora or "")
-    chosen, reason = choose_preset(checkpoints, env)
+    chosen, reason = choose_preset(
+        checkpoints, env, hub_online=lambda: not _offline_requested(env) and hub_reachable()
+    )
+    storage = persistent_storage(persistent_root)
     defaults = preset_models(chosen, checkpoints)
     models = ModelLocations(
         original=original or env.get("ARENA_ORIGINAL") or defaults.original,
@@ -247,8 +311,10 @@ def load_config(
         dtype=dtype or env.get("ARENA_DTYPE") or "auto",
         threads=_env_int(env, "ARENA_THREADS"),
         generation_timeout_s=_env_timeout(env, "ARENA_GENERATION_TIMEOUT_S"),
-        votes_db=votes_db or env.get("ARENA_VOTES_DB") or str(PROJECT_ROOT / "data" / "votes.sqlite"),
+        votes_db=votes_db or env.get("ARENA_VOTES_DB") or default_votes_db(persistent_root),
         checkpoints=checkpoints,
+        votes_repo=env.get("ARENA_VOTES_REPO", "").strip(),
+        persistent_root=str(storage) if storage else None,
     )
     return config
 

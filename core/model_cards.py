@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.checkpoints import read_metadata, weights_size_bytes
-from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, is_local_path
+from core.checkpoints import (
+    cached_checkpoint,
+    hub_location,
+    location_metadata,
+    read_metadata,
+    weights_size_bytes,
+)
+from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig
 from core.models import ModelLoadError, adapter_config
 
 logger = logging.getLogger(__name__)
@@ -53,16 +59,9 @@ class ModelCard:
 
 
 def local_dir(location: str) -> Path | None:
-    """The directory holding ``location``'s files: itself, or its Hub cache snapshot (offline)."""
-    if is_local_path(location):
-        path = Path(location).expanduser()
-        return path if path.is_dir() else None
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(location, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure just means "not cached here"
-        return None
+    """The directory holding ``location``'s files: itself, or its Hub cache snapshot (offline;
+    ``owner/name@rev`` names a revision)."""
+    return cached_checkpoint(location)
 
 
 def count_safetensors_params(directory: Path) -> int | None:
@@ -111,10 +110,14 @@ def card_for(name: str, location: str, base_location: str | None = None) -> Mode
     """Build one model's card from its ``arena.json``, falling back to its files."""
     card = ModelCard(name=name, label=MODEL_LABELS.get(name, name), location=location)
     directory = local_dir(location)
+    hub = hub_location(location)
     if directory is None:
-        card.note = f"checkpoint not found: {location}"
+        card.note = (
+            f"Hub repo {hub} is not in the local Hub cache" if hub else f"checkpoint not found: {location}"
+        )
         return card
-    meta = read_metadata(directory)
+    # A Hub repo's arena.json is asked for by name (hf_hub_download), so that its absence is known.
+    meta, absent = location_metadata(location) if hub else (read_metadata(directory), None)
     if meta:
         card.has_metadata = True
         card.method = meta.get("method") if isinstance(meta.get("method"), str) else None
@@ -131,7 +134,7 @@ def card_for(name: str, location: str, base_location: str | None = None) -> Mode
         card.seed = _int(meta.get("seed"))
         card.loss_history = _loss_history(meta.get("loss_history"))
     else:
-        card.note = "no training metadata (arena.json); figures computed from the files"
+        card.note = f"{absent or 'no training metadata (arena.json)'}; figures computed from the files"
     if card.size_on_disk_bytes is None:
         card.size_on_disk_bytes = weights_size_bytes(directory) or None
     adapter = (directory / "adapter_config.json").is_file()

@@ -18,7 +18,14 @@ from typing import Any
 
 import torch
 
-from core.config import MODEL_NAMES, ArenaConfig, ensure_offline_if_unreachable, is_local_path
+from core.checkpoints import CheckpointNotFoundError, fetch_checkpoint, hub_location
+from core.config import (
+    MODEL_NAMES,
+    ArenaConfig,
+    ensure_offline_if_unreachable,
+    is_local_path,
+    missing_checkpoint_hint,
+)
 from core.precision import cpu_has_native_bf16, int8_kernel_available, quantize_decoder
 
 logger = logging.getLogger(__name__)
@@ -62,7 +69,10 @@ class ModelSet:
         if name in self.errors:
             return f"unavailable: {self.errors[name]}"
         warning = self.models[name].warning
-        return f"loaded with a warning: {warning}" if warning else "loaded"
+        if warning:
+            return f"loaded with a warning: {warning}"
+        hub = hub_location(self.models[name].location)
+        return f"loaded from the Hub: {hub}" if hub else "loaded"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -253,6 +263,9 @@ def adapter_config(adapter_dir: str) -> Any:
 def _same_base(recorded: str, loaded: str) -> bool:
     if not recorded or recorded == loaded:
         return True
+    rec_hub, cur_hub = hub_location(recorded), hub_location(loaded)
+    if rec_hub is not None and cur_hub is not None:  # one repo, whatever revision
+        return rec_hub.repo_id == cur_hub.repo_id
     rec, cur = Path(recorded).expanduser(), Path(loaded).expanduser()
     if rec.exists() and cur.exists():
         return rec.resolve() == cur.resolve()
@@ -296,6 +309,24 @@ def attach_lora(base: Any, adapter_dir: str, base_location: str) -> tuple[Any, s
     return peft_model.eval(), warning
 
 
+def fetch_locations(
+    locations: dict[str, str], names: tuple[str, ...] = MODEL_NAMES
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(directories, errors)``: the local directory of each model ``names`` needs (the original
+    too when LoRA is asked for: the adapter sits on it), Hub ids fetched into the Hub cache
+    (:func:`core.checkpoints.fetch_checkpoint`); a model that cannot be fetched gets an error
+    naming its repo instead. Local paths pass through unchecked (the loaders check them)."""
+    needed = [n for n in MODEL_NAMES if n in names or (n == "original" and "lora" in names)]
+    dirs: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for name in needed:
+        try:
+            dirs[name] = str(fetch_checkpoint(locations[name]))
+        except CheckpointNotFoundError as err:
+            errors[name] = str(err)
+    return dirs, errors
+
+
 def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) -> ModelSet:
     """Load the preset's models; each failure is recorded in ``errors`` instead of raised."""
     ensure_offline_if_unreachable(config)
@@ -306,12 +337,20 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
         torch.set_num_threads(cpu_threads(config))  # process-wide: the app serves from this one set
     result = ModelSet(config=config)
     locations = config.models.as_dict()
+    # Hub ids become their cached snapshot directories here; what cannot be fetched is that
+    # column's error (and the original's is the LoRA column's too: it needs the base).
+    dirs, unfetched = fetch_locations(locations, names)
+    for name, message in unfetched.items():
+        result.errors[name] = message
+        logger.error("%s unavailable: %s", name, message)
+    if "original" in unfetched and "lora" in names:
+        result.errors["lora"] = f"needs the original model: {unfetched['original']}"
 
     base = base_tokenizer = None
-    if "original" in names or "lora" in names:
+    if ("original" in names or "lora" in names) and "original" in dirs:
         try:
-            base_tokenizer = load_tokenizer(locations["original"])
-            base = load_seq2seq(locations["original"], device, dtype)
+            base_tokenizer = load_tokenizer(dirs["original"])
+            base = load_seq2seq(dirs["original"], device, dtype)
             check_vocab(base_tokenizer, base, locations["original"])
         except ModelLoadError as err:
             base = None  # loaded but refused (e.g. by check_vocab): serve neither original nor lora
@@ -325,20 +364,20 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
     shared_lock = threading.Lock()  # peft's adapter hooks are not thread-safe
     if base is not None:
         serving, warning = base, None
-        if "lora" in names:
+        if "lora" in names and "lora" in dirs:
             try:
-                serving, warning = attach_lora(base, locations["lora"], locations["original"])
+                serving, warning = attach_lora(base, dirs["lora"], locations["original"])
                 result.models["lora"] = LoadedModel(
                     "lora", locations["lora"], serving, base_tokenizer,
-                    {**generation_defaults(locations["original"], base),
-                     **generation_defaults(locations["lora"], base)},
+                    {**generation_defaults(dirs["original"], base),
+                     **generation_defaults(dirs["lora"], base)},
                     shared_lock, adapter_name=LORA_ADAPTER, warning=warning,
                 )  # fmt: skip
             except ModelLoadError as err:
                 result.errors["lora"] = str(err)
                 logger.error("LoRA unavailable: %s", err)
                 if _has_lora_layers(base):  # a half-applied adapter must not leak into original
-                    base = load_seq2seq(locations["original"], device, dtype)
+                    base = load_seq2seq(dirs["original"], device, dtype)
                 serving = base
         if int8:  # after attach_lora: peft wraps only plain nn.Linear layers
             quantize_decoder(serving)
@@ -346,25 +385,29 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
             try:
                 result.models["original"] = LoadedModel(
                     "original", locations["original"], serving, base_tokenizer,
-                    generation_defaults(locations["original"], base), shared_lock,
+                    generation_defaults(dirs["original"], base), shared_lock,
                     adapter_name=BASE_ADAPTER if serving is not base else None,
                 )  # fmt: skip
             except ModelLoadError as err:  # e.g. a broken generation_config.json
                 result.errors["original"] = str(err)
                 logger.error("original model unavailable: %s", err)
 
-    if "full" in names:
+    if "full" in names and "full" in dirs:
         try:
-            tokenizer = load_tokenizer(locations["full"])
-            model = load_seq2seq(locations["full"], device, dtype)
+            tokenizer = load_tokenizer(dirs["full"])
+            model = load_seq2seq(dirs["full"], device, dtype)
             check_vocab(tokenizer, model, locations["full"])
             if int8:
                 quantize_decoder(model)
             result.models["full"] = LoadedModel(
                 "full", locations["full"], model, tokenizer,
-                generation_defaults(locations["full"], model), threading.Lock(),
+                generation_defaults(dirs["full"], model), threading.Lock(),
             )  # fmt: skip
         except ModelLoadError as err:
             result.errors["full"] = str(err)
             logger.error("full fine-tune unavailable: %s", err)
+    for name in ("full", "lora"):  # a first run: say which command produces the missing checkpoint
+        hint = missing_checkpoint_hint(config, name) if name in result.errors else None
+        if hint:
+            result.errors[name] = f"{result.errors[name]}; {hint}"
     return result

@@ -94,6 +94,7 @@ class ArenaService:
         battles: BattleStore | None = None,
         votes: VoteStore | None = None,
         rng: random.Random | None = None,
+        vote_sync: Any = None,
     ) -> None:
         self.config = config
         self.model_set = model_set
@@ -101,6 +102,7 @@ class ArenaService:
         self.battles = battles if battles is not None else BattleStore()  # so is an empty store
         self.votes = votes if votes is not None else VoteStore(config.votes_db)
         self._rng = rng or random.SystemRandom()
+        self.vote_sync = vote_sync  # core.vote_sync.VoteSync: each stored vote is copied to the Hub
         self._salt = secrets.token_hex(8)
         self._examples: list[Dialogue] | None = None
         self._examples_error: str | None = None
@@ -111,11 +113,13 @@ class ArenaService:
     def from_config(cls, config: ArenaConfig) -> ArenaService:
         """Load the preset's models (failures are recorded per model, never raised)."""
         from core.models import load_model_set
+        from core.vote_sync import start_vote_sync
 
         start = time.perf_counter()
         model_set = load_model_set(config)
         logger.info("models loaded in %.1f s (errors: %s)", time.perf_counter() - start, model_set.errors)
-        return cls(config, model_set)
+        votes = VoteStore(config.votes_db)
+        return cls(config, model_set, votes=votes, vote_sync=start_vote_sync(config, votes))
 
     # -- status -------------------------------------------------------------------------
 
@@ -300,6 +304,8 @@ class ArenaService:
             self.battles.restore(battle)
             logger.error("vote not stored: %s", err)
             raise InputError(f"the vote could not be stored, please try again ({err})") from err
+        if self.vote_sync is not None:
+            self.vote_sync.record(stored)
         return battle, stored
 
     def vote_json(self, token: object, choice: object, ranking: object = None) -> dict[str, Any]:
