@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -17,14 +18,17 @@ from core.checkpoints import ARENA_FILE, portable_location, read_metadata
 from core.config import DEFAULT_HUB_DATA, PROJECT_ROOT, GenerationSettings, default_data_source, load_config
 from core.generation import summarize_many
 from core.models import load_model_set
-from train import cli
+from tests import test_hub
+from train import cli, push
 from train.common import TRAINER_DIR, TrainingError, TrainOptions, train
 from train.metadata import CARD_FILE, update_metadata
+
+hub_cache = test_hub.hub_cache  # fixture: an empty offline Hub cache under a temporary HF_HOME
 
 REQUIRED_META = (
     "method", "base_model", "trainable_params", "total_params", "size_on_disk_bytes", "examples",
     "steps", "epochs", "wall_time_s", "hardware", "final_train_loss", "loss_history", "seed",
-    "data_source", "data_split", "library_versions", "learning_rate",
+    "data_source", "data_split", "library_versions", "learning_rate", "world_size", "global_batch_size",
 )  # fmt: skip
 
 
@@ -161,6 +165,8 @@ def test_metadata_and_model_card_are_complete(trained: dict[str, Any], method: s
     assert front["datasets"] and front["tags"]
     assert front["library_name"] == ("peft" if method == "lora" else "transformers")
     assert f"{meta['trainable_params']:,}" in card
+    assert (meta["world_size"], meta["global_batch_size"]) == (1, 4)  # one process, batch 4
+    assert "| Parallelism | one process |" in card and f"`python -m train.{method}`" in card
 
 
 def test_update_metadata_remeasures_the_weights(trained: dict[str, Any], tmp_path: Path) -> None:
@@ -276,3 +282,146 @@ def test_bad_options_are_refused_clearly() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="bf16 needs a CUDA GPU"):
             TrainOptions(method="full", base_model="b", output_dir="o", bf16=True).validate()
+
+
+# ---------------------------------------------------------------------------- publishing to the Hub
+
+
+class FakeHfApi:
+    """``huggingface_hub.HfApi`` at its boundary: uploads land in a local "remote" folder."""
+
+    remote_root: Path
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def create_repo(self, repo_id: str, exist_ok: bool = False, **kwargs: Any) -> None:
+        assert exist_ok and kwargs.get("repo_type") in (None, "model")
+        FakeHfApi.calls.append(("create_repo", repo_id))
+
+    def upload_folder(
+        self, *, folder_path: str, repo_id: str, ignore_patterns: list[str], **kwargs: Any
+    ) -> None:
+        import fnmatch
+        import shutil
+
+        FakeHfApi.calls.append(("upload_folder", repo_id))
+        target = FakeHfApi.remote_root / repo_id
+        for path in Path(folder_path).rglob("*"):
+            relative = path.relative_to(folder_path).as_posix()
+            if path.is_file() and not any(fnmatch.fnmatch(relative, p) for p in ignore_patterns):
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / relative)
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import huggingface_hub
+
+    FakeHfApi.remote_root = tmp_path / "remote"
+    FakeHfApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    return FakeHfApi.remote_root
+
+
+def card_front(directory: Path) -> dict[str, Any]:
+    return yaml.safe_load((directory / CARD_FILE).read_text().split("---\n")[1])
+
+
+@pytest.mark.usefixtures("hub_cache")
+def test_push_to_hub_uploads_what_the_app_reads_back(
+    trained: dict[str, Any], data_dir: str, tmp_path: Path, fake_hub: Path, one_thread: None
+) -> None:
+    # LoRA through the training command's --push-to-hub; the full fine-tune pushed afterwards,
+    # once an evaluation report of it exists (python -m train.push).
+    meta = train(
+        tiny_options(
+            "lora", trained["base"], tmp_path / "lora", data_dir, max_steps=2, push_to_hub="me/arena-lora"
+        )
+    )
+    full_dir = tmp_path / "full"
+    shutil.copytree(trained["full"]["dir"], full_dir)
+    full_meta = read_metadata(full_dir)
+    report = tmp_path / "eval"
+    report.mkdir()
+    scores = {"rouge1": 0.41, "rouge2": 0.17, "rougeL": 0.33, "rougeLsum": 0.35}
+    (report / "summary.json").write_text(
+        json.dumps(
+            {
+                "split": "test", "n": 250, "created_at": "9999-01-01T00:00:00Z",
+                "model_locations": {"full": portable_location(str(full_dir))},
+                "models": {"full": {m: {"mean": v, "ci95": [v - 0.01, v + 0.01]} for m, v in scores.items()}},
+            }
+        )
+    )  # fmt: skip
+    assert push.main([str(full_dir), "me/arena-full", "--report", str(report)]) == 0
+    assert FakeHfApi.calls == [
+        ("create_repo", "me/arena-lora"), ("upload_folder", "me/arena-lora"),
+        ("create_repo", "me/arena-full"), ("upload_folder", "me/arena-full"),
+    ]  # fmt: skip
+
+    lora, full = fake_hub / "me/arena-lora", fake_hub / "me/arena-full"
+    common = {ARENA_FILE, CARD_FILE, "generation_config.json", "tokenizer_config.json"}
+    lora_files = {p.name for p in lora.iterdir()}
+    assert common | {"adapter_model.safetensors", "adapter_config.json"} <= lora_files
+    assert TRAINER_DIR not in lora_files and "model.safetensors" not in lora_files
+    assert common | {"model.safetensors", "config.json"} <= {p.name for p in full.iterdir()}
+    assert read_metadata(lora)["steps"] == meta["steps"] == 2
+
+    front = card_front(lora)
+    assert front["library_name"] == "peft" and front["base_model"] == meta["base_model"]
+    assert front["datasets"] == [DEFAULT_HUB_DATA] and "model-index" not in front  # no report of it
+    assert 'PeftModel.from_pretrained(base, "me/arena-lora")' in (lora / CARD_FILE).read_text()
+    front = card_front(full)
+    assert front["library_name"] == "transformers" and front["base_model"] == full_meta["base_model"]
+    (result,) = front["model-index"][0]["results"]
+    assert result["task"]["type"] == "summarization" and result["dataset"]["split"] == "test"
+    assert {m["name"]: m["value"] for m in result["metrics"]} == {
+        "ROUGE-1": 0.41, "ROUGE-2": 0.17, "ROUGE-L": 0.33, "ROUGE-Lsum": 0.35,
+    }  # fmt: skip
+
+    # What was uploaded, served back from the Hub cache as repo ids.
+    import huggingface_hub.constants
+
+    cache = Path(huggingface_hub.constants.HF_HUB_CACHE)
+    test_hub.put_in_hub_cache(cache, "me/arena-full", full)
+    test_hub.put_in_hub_cache(cache, "me/arena-lora", lora)
+    config = load_config(
+        env={"ARENA_DEVICE": "cpu"}, original=trained["base"], full="me/arena-full", lora="me/arena-lora"
+    )
+    model_set = load_model_set(config)
+    assert model_set.errors == {}
+    assert model_set.models["lora"].generation_defaults["max_new_tokens"] == 12
+    assert model_set.models["lora"].warning is None
+
+
+def test_a_report_of_an_older_run_is_not_put_on_the_card(trained: dict[str, Any], tmp_path: Path) -> None:
+    directory = trained["full"]["dir"]
+    meta = read_metadata(directory)
+    report = tmp_path / "eval"
+    report.mkdir()
+    raw = {
+        "split": "test", "n": 3, "created_at": "2000-01-01T00:00:00Z",
+        "model_locations": {"full": portable_location(str(directory))},
+        "models": {"full": {"rouge1": {"mean": 0.5}}},
+    }  # fmt: skip
+    (report / "summary.json").write_text(json.dumps(raw))
+    assert push.evaluation_for(directory, meta, report) is None
+    raw["created_at"] = "9999-01-01T00:00:00Z"
+    (report / "summary.json").write_text(json.dumps(raw))
+    assert push.evaluation_for(directory, meta, report)["metrics"] == {"rouge1": 0.5}
+    raw["model_locations"] = {"full": "checkpoints/elsewhere/full"}
+    (report / "summary.json").write_text(json.dumps(raw))
+    assert push.evaluation_for(directory, meta, report) is None
+
+
+def test_push_refuses_an_incomplete_directory(
+    trained: dict[str, Any], tmp_path: Path, fake_hub: Path
+) -> None:
+    copy = tmp_path / "lora"
+    shutil.copytree(trained["lora"]["dir"], copy)
+    (copy / "adapter_model.safetensors").unlink()
+    with pytest.raises(push.PushError, match=r"missing adapter_model\.safetensors"):
+        push.push_checkpoint(copy, "me/broken")
+    assert FakeHfApi.calls == []

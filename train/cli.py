@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,7 @@ from train.common import (
     TrainOptions,
     train,
 )
+from train.push import PushError
 
 DESCRIPTIONS = {
     "full": (
@@ -42,6 +44,8 @@ EPILOG = """examples:
   python -m train.{method} --bf16                       # flan-t5-base on the Hub's DialogSum, on a GPU
   python -m train.{method} --max-steps 20 --limit 64 --output /tmp/try   # a quick smoke run
   python -m train.{method} --resume --output DIR        # continue a run that died
+  accelerate launch -m train.{method} --bf16            # data-parallel on every GPU (see `accelerate config`)
+  torchrun --nproc-per-node 4 -m train.{method} --bf16  # the same through torchrun
 
 Training on the CPU works but is slow; T5 is never trained in float16 (it overflows)."""
 
@@ -94,9 +98,11 @@ def main(method: str, argv: Sequence[str] | None = None) -> int:
     try:
         options = options_from_args(method, args).validate()
         meta = train(options)
-    except (TrainingError, DataError, ValueError) as err:
+    except (TrainingError, DataError, ValueError, PushError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: the main process reports for all
+        return 0
     share = 100 * meta["trainable_params"] / meta["total_params"]
     print(
         f"trainable params: {meta['trainable_params']:,} || all params: {meta['total_params']:,} "
@@ -104,7 +110,8 @@ def main(method: str, argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"done: {method} -> {options.output_dir} | {meta['steps']} steps, {meta['examples']} examples, "
-        f"final loss {meta['final_train_loss']:.4f}, {meta['wall_time_s']:.0f} s on {meta['hardware']}, "
+        f"final loss {meta['final_train_loss']:.4f}, {meta['wall_time_s']:.0f} s on {meta['hardware']} "
+        f"(global batch {meta['global_batch_size']}), "
         f"weights {meta['size_on_disk_bytes'] / 1e6:.1f} MB"
     )
     if options.push_to_hub:

@@ -28,13 +28,19 @@ from core.config import DEFAULT_HUB_DATA, PRESETS, PROJECT_ROOT, default_data_so
 from core.data import DataError, Dialogue, load_split
 from core.generation import fit_dialogue
 from core.prompt import build_prompt
-from train.metadata import hardware_description, library_versions, loss_history, write_metadata
+from train.metadata import (
+    hardware_description,
+    library_versions,
+    loss_history,
+    read_metadata,
+    write_metadata,
+)
+from train.push import TRAINER_DIR, push_checkpoint
 
 logger = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("full", "lora")
 DEFAULT_LEARNING_RATES = {"full": 1e-5, "lora": 1e-3}  # the lab's values
-TRAINER_DIR = "trainer"  # Trainer checkpoints live here during a run, removed after success
 
 
 class TrainingError(RuntimeError):
@@ -96,7 +102,8 @@ class RunArguments:
         default=None,
         metadata={
             "metavar": "REPO",
-            "help": "after training, upload the output directory to this Hub repo (needs `hf auth login`)",
+            "help": "after training, upload the output directory to this Hub repo (needs `hf auth login`); "
+            "serve it with ARENA_FULL=REPO or ARENA_LORA=REPO",
         },
     )
 
@@ -248,11 +255,13 @@ def tokenize_examples(
     )
 
 
-def prepare_output_dir(options: TrainOptions) -> str | None:
+def prepare_output_dir(options: TrainOptions, write: bool = True) -> str | None:
     """Check the output directory; return the Trainer checkpoint to resume from, if any.
 
     A non-empty directory is refused unless ``overwrite`` (it is then emptied) or ``resume``
-    (there must be a checkpoint of an interrupted run in ``<output>/trainer``).
+    (there must be a checkpoint of an interrupted run in ``<output>/trainer``). With
+    ``write=False`` (every process of a data-parallel run but the main one) the same checks
+    run, so all processes refuse alike, but nothing is deleted or created.
     """
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -280,9 +289,11 @@ def prepare_output_dir(options: TrainOptions) -> str | None:
             *PROJECT_ROOT.resolve().parents,
         ):
             raise TrainingError(f"refusing to overwrite {out}: it holds a project or repository")
-        logger.warning("overwriting %s", out)
-        shutil.rmtree(resolved)
-    out.mkdir(parents=True, exist_ok=True)
+        if write:
+            logger.warning("overwriting %s", out)
+            shutil.rmtree(resolved)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -386,18 +397,22 @@ def _save_generation_config(model: Any, directory: Path, defaults: dict[str, Any
     config.save_pretrained(str(directory))
 
 
-def _push(directory: Path, repo_id: str, method: str) -> None:
-    from huggingface_hub import HfApi
+def _wait_for_everyone(args: Any) -> None:
+    """A barrier across the processes of a data-parallel run (nothing in a single process)."""
+    state = getattr(args, "distributed_state", None)
+    if state is not None and state.num_processes > 1:
+        state.wait_for_everyone()
 
-    api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(
-        folder_path=str(directory),
-        repo_id=repo_id,
-        ignore_patterns=[f"{TRAINER_DIR}/*"],
-        commit_message=f"Upload {method} checkpoint from the dialogue-summary arena",
-    )
-    logger.info("pushed %s to https://huggingface.co/%s", directory, repo_id)
+
+def _distribution(args: Any) -> dict[str, Any]:
+    """World size and how the processes talk, for ``arena.json`` and the model card."""
+    state = getattr(args, "distributed_state", None)
+    world = int(args.world_size)
+    return {
+        "world_size": world,
+        "distributed_type": str(getattr(state, "distributed_type", "NO")).rsplit(".", 1)[-1],
+        "distributed_backend": getattr(state, "backend", None) if world > 1 else None,
+    }
 
 
 def train(options: TrainOptions) -> dict[str, Any]:
@@ -409,9 +424,14 @@ def train(options: TrainOptions) -> dict[str, Any]:
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
 
     options = options.with_defaults().validate()
-    resume_from = prepare_output_dir(options)
     out = Path(options.output_dir).expanduser()
     trainer_dir = out / TRAINER_DIR
+    # Under `accelerate launch` / `torchrun` every process runs this function; the arguments
+    # set up the process group, and only the main process touches the output directory.
+    args = _training_arguments(options, trainer_dir)
+    main_process = args.process_index == 0
+    resume_from = prepare_output_dir(options, write=main_process)
+    _wait_for_everyone(args)
 
     set_seed(options.seed)
     records = load_split(options.data, options.split, options.limit)
@@ -430,7 +450,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     timer = step_timer()
     trainer = Seq2SeqTrainer(
         model=model,
-        args=_training_arguments(options, trainer_dir),
+        args=args,
         data_collator=collator,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -440,16 +460,20 @@ def train(options: TrainOptions) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - start
 
+    if not trainer.is_world_process_zero():
+        _wait_for_everyone(args)  # the main process saves, then everyone returns its record
+        return read_metadata(out) or {}
     model = trainer.model
     _config_of(model).use_cache = True  # the Trainer turns the KV cache off; generation wants it
     model.save_pretrained(str(out))
     if options.method == "lora":
         _record_adapter_base(out, portable_location(options.base_model))
     tokenizer.save_pretrained(str(out))
-    if options.method == "full" or options.generation_defaults:
-        _save_generation_config(model, out, options.generation_defaults)
+    # Always written (also beside an adapter): the app and the Hub read decoding defaults from it.
+    _save_generation_config(model, out, options.generation_defaults)
 
     history = loss_history(trainer.state.log_history)
+    distribution = _distribution(args)
     lora = (
         {
             "r": options.lora_r,
@@ -477,7 +501,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         # Medians of the optimizer steps alone (no start-up); CPU time counts all threads.
         "median_step_seconds": _median(timer.wall),
         "median_step_cpu_seconds": _median(timer.cpu),
-        "hardware": hardware_description(),
+        "hardware": hardware_description(distribution["world_size"]),
         "precision": "bf16 mixed" if options.bf16 else "float32",
         "final_train_loss": history[-1]["loss"] if history else float(result.training_loss),
         "mean_train_loss": float(result.training_loss),
@@ -489,6 +513,8 @@ def train(options: TrainOptions) -> dict[str, Any]:
         "learning_rate": options.resolved_learning_rate(),
         "batch_size": options.batch_size,
         "grad_accum": options.grad_accum,
+        **distribution,
+        "global_batch_size": options.batch_size * options.grad_accum * distribution["world_size"],
         "weight_decay": options.weight_decay,
         "warmup_ratio": options.warmup_ratio,
         "label_smoothing": options.label_smoothing,
@@ -505,8 +531,14 @@ def train(options: TrainOptions) -> dict[str, Any]:
     # Checkpoints exist only so a dying run can resume; a finished one ships small.
     shutil.rmtree(trainer_dir, ignore_errors=True)
     if options.push_to_hub:
-        _push(out, options.push_to_hub, options.method)
+        push_checkpoint(out, options.push_to_hub, report_dir=_report_dir(options))
+    _wait_for_everyone(args)
     return meta
+
+
+def _report_dir(options: TrainOptions) -> Path:
+    """Where ``train.evaluate`` writes the preset's report (its scores of this output go on the card)."""
+    return load_config(preset=options.preset).report_dir
 
 
 def _config_of(model: Any) -> Any:

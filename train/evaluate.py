@@ -326,8 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="which models (default: chosen automatically, as in the app)",
     )
     parser.add_argument("--original", default=None, help="override the original model (hub id or directory)")
-    parser.add_argument("--full", default=None, help="override the fully fine-tuned model directory")
-    parser.add_argument("--lora", default=None, help="override the LoRA adapter directory")
+    parser.add_argument(
+        "--full",
+        default=None,
+        help="override the fully fine-tuned model: directory or Hub repo id (owner/name[@revision])",
+    )
+    parser.add_argument(
+        "--lora",
+        default=None,
+        help="override the LoRA adapter (on the original): directory or Hub repo id (owner/name[@revision])",
+    )
     parser.add_argument(
         "--data", default=None, help="DialogSum hub id or local directory (default: local copy, else the Hub)"
     )

@@ -45,16 +45,49 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def hardware_description() -> str:
-    """GPU name when training ran on CUDA, else the CPU and core count."""
+def hardware_description(world_size: int = 1) -> str:
+    """GPU name when training ran on CUDA, else the CPU and core count; ``N x`` for N processes."""
     import os
 
     import torch
 
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        gpu = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        return f"{world_size} x {gpu}" if world_size > 1 else gpu
     cpu = platform.processor() or platform.machine() or "CPU"
-    return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    text = f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"{text}, {world_size} processes" if world_size > 1 else text
+
+
+def parallelism_description(meta: dict[str, Any]) -> str:
+    """How the run was spread: one process, or data-parallel over N (and through what)."""
+    world = int(meta.get("world_size") or 1)
+    if world <= 1:
+        return "one process"
+    how = meta.get("distributed_type") or "data-parallel"
+    backend = f", {meta['distributed_backend']} backend" if meta.get("distributed_backend") else ""
+    return (
+        f"data-parallel over {world} processes (accelerate / torch DDP: {how}{backend}); each process "
+        "trains on its own shard of every global batch and gradients are averaged"
+    )
+
+
+def launch_command(meta: dict[str, Any]) -> str:
+    """The command line that ran this training (``accelerate launch`` when data-parallel)."""
+    world = int(meta.get("world_size") or 1)
+    module = f"-m train.{meta['method']}"
+    return f"accelerate launch --num_processes {world} {module}" if world > 1 else f"python {module}"
+
+
+def batch_description(meta: dict[str, Any]) -> str:
+    """``8 per device x 2 accumulation steps x 4 processes = 64 examples per optimizer step``."""
+    per_device, accum = meta.get("batch_size"), meta.get("grad_accum") or 1
+    world = int(meta.get("world_size") or 1)
+    total = meta.get("global_batch_size") or (per_device or 0) * accum * world
+    return (
+        f"{per_device} per device x {accum} accumulation step{'s' if accum != 1 else ''} x {world} "
+        f"process{'es' if world != 1 else ''} = {total} examples per optimizer step"
+    )
 
 
 def dataset_ids(meta: dict[str, Any]) -> list[str]:
@@ -95,8 +128,59 @@ def _yaml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML scalar and quotes anything odd
 
 
-def model_card(meta: dict[str, Any]) -> str:
-    """A Hub model card (YAML front matter + Markdown) describing one training run."""
+def model_index(name: str, evaluation: dict[str, Any]) -> list[str]:
+    """The card's ``model-index`` YAML lines: the evaluation's mean ROUGE on DialogSum.
+
+    ``evaluation`` is ``{"split", "n", "dataset", "metrics": {"rouge1": mean, ...}}`` (see
+    :func:`train.push.evaluation_for`); values are F-measures in [0, 1].
+    """
+    labels = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+    lines = [
+        "model-index:",
+        f"- name: {_yaml_str(name)}",
+        "  results:",
+        "  - task:",
+        "      type: summarization",
+        "      name: Summarization",
+        "    dataset:",
+        "      name: DialogSum",
+        f"      type: {_yaml_str(evaluation.get('dataset') or DEFAULT_HUB_DATA)}",
+        f"      split: {_yaml_str(str(evaluation.get('split') or 'test'))}",
+        "    metrics:",
+    ]
+    for metric, value in evaluation["metrics"].items():
+        lines += [
+            "    - type: rouge",
+            f"      name: {_yaml_str(labels.get(metric, metric))}",
+            f"      value: {float(value):.4f}",
+        ]
+    return lines
+
+
+def evaluation_section(evaluation: dict[str, Any]) -> list[str]:
+    """The card's results table: mean ROUGE F-measure on the evaluated split."""
+    metrics = evaluation["metrics"]
+    return [
+        "## Evaluation",
+        "",
+        f"Mean ROUGE F-measure on DialogSum's {evaluation.get('split')} split ({evaluation.get('n')} "
+        "dialogues, best score over the references), from `python -m train.evaluate`:",
+        "",
+        "| " + " | ".join(metrics) + " |",
+        "|" + "---|" * len(metrics),
+        "| " + " | ".join(f"{float(v):.4f}" for v in metrics.values()) + " |",
+        "",
+    ]
+
+
+def model_card(
+    meta: dict[str, Any], repo_id: str | None = None, evaluation: dict[str, Any] | None = None
+) -> str:
+    """A Hub model card (YAML front matter + Markdown) describing one training run.
+
+    ``repo_id`` (when pushing) names the repo in the usage example; ``evaluation`` adds the
+    report's scores to the card's ``model-index`` and a results table.
+    """
     method = meta["method"]
     library = "peft" if method == "lora" else "transformers"
     tags = ["summarization", "dialogsum", "dialogue-summary-arena", "t5"]
@@ -112,8 +196,10 @@ def model_card(meta: dict[str, Any]) -> str:
         "- en",
         "tags:",
         *[f"- {t}" for t in tags],
+        *(model_index(repo_id or f"{method}-{meta['base_model']}", evaluation) if evaluation else []),
         "---",
     ]
+    here = json.dumps(repo_id or f"path/to/this/{'adapter' if method == 'lora' else 'model'}")
     trainable, total = meta["trainable_params"], meta["total_params"]
     share = 100 * trainable / total if total else 0.0
     loss = meta.get("final_train_loss")
@@ -130,8 +216,8 @@ def model_card(meta: dict[str, Any]) -> str:
             "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
             "",
             f"base = AutoModelForSeq2SeqLM.from_pretrained({json.dumps(meta['base_model'])})",
-            'model = PeftModel.from_pretrained(base, "path/to/this/adapter")',
-            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/adapter")',
+            f"model = PeftModel.from_pretrained(base, {here})",
+            f"tokenizer = AutoTokenizer.from_pretrained({here})",
             "```",
         ]
     else:
@@ -140,8 +226,8 @@ def model_card(meta: dict[str, Any]) -> str:
             "```python",
             "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
             "",
-            'model = AutoModelForSeq2SeqLM.from_pretrained("path/to/this/model")',
-            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/model")',
+            f"model = AutoModelForSeq2SeqLM.from_pretrained({here})",
+            f"tokenizer = AutoTokenizer.from_pretrained({here})",
             "```",
         ]
     rows = [
@@ -155,7 +241,8 @@ def model_card(meta: dict[str, Any]) -> str:
         ("Weights on disk", human_bytes(int(meta.get("size_on_disk_bytes", 0)))),
         ("Steps / epochs", f"{meta.get('steps')} / {meta.get('epochs'):.2f}"),
         ("Learning rate", f"{meta.get('learning_rate')}"),
-        ("Effective batch size", f"{meta.get('batch_size')} x {meta.get('grad_accum')}"),
+        ("Batch size", batch_description(meta)),
+        ("Parallelism", parallelism_description(meta)),
         ("Final training loss", "n/a" if loss is None else f"{loss:.4f}"),
         ("Wall time", f"{meta.get('wall_time_s', 0):.1f} s"),
         ("Hardware", str(meta.get("hardware"))),
@@ -166,8 +253,7 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         f"# {METHOD_TITLES.get(method, method).capitalize()} of {meta['base_model']} for dialogue summarization",
         "",
-        "Trained by the dialogue-summary arena (`python -m train."
-        f"{method}`) on DialogSum with the prompt `Summarize the following conversation.` "
+        f"Trained by the dialogue-summary arena (`{launch_command(meta)}`) on DialogSum with the prompt `Summarize the following conversation.` "
         "+ dialogue + `Summary:` (inputs cut at "
         f"{meta.get('max_source_length')} tokens, summaries at {meta.get('max_target_length')}).",
         "",
@@ -185,5 +271,6 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         "The full record, including the per-step training loss, is in `arena.json`.",
         "",
+        *(evaluation_section(evaluation) if evaluation else []),
     ]
     return "\n".join(front + body)
