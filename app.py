@@ -6,7 +6,8 @@ and wires it to ``core``; every decision lives in ``core.service`` and ``core.pr
 The page is built by :func:`build_demo` from a service, so importing this module loads no
 model; :func:`main` loads the configured models and launches.
 
-Named API endpoints (``gradio_client``): ``/compare``, ``/battle``, ``/vote``, ``/leaderboard``.
+Named API endpoints (``gradio_client``): ``/compare``, ``/battle``, ``/vote``, ``/leaderboard``,
+``/agreement``.
 """
 
 from __future__ import annotations
@@ -413,6 +414,70 @@ def human_tab(service: ArenaService, demo: gr.Blocks) -> None:
     )
     refresh_board.click(leaderboard_view, None, [leaderboard, votes_csv], **PRIVATE)
     demo.load(leaderboard_view, None, [leaderboard, votes_csv], **PRIVATE)
+    agreement_section(service, demo)
+
+
+def agreement_section(service: ArenaService, demo: gr.Blocks) -> None:
+    """Under the leaderboard: does ROUGE agree with the votes? Figures, disagreements, one opened."""
+    from core.agreement import DETAIL_COLUMNS, DISAGREEMENT_COLUMNS, disagreement_rows, summary_markdown
+
+    gr.Markdown(
+        "### ROUGE versus people\nThe votes set against ROUGE on the very summaries the raters saw "
+        "(scored against the references when the battle was made)."
+    )
+    figures = gr.Markdown("", elem_id="agreement-figures")
+    disagreements = gr.Dataframe(
+        headers=list(DISAGREEMENT_COLUMNS), interactive=False, wrap=True, elem_id="agreement-disagreements"
+    )
+    with gr.Row(equal_height=True):
+        pick = gr.Dropdown(
+            choices=[], value=None, label="Open a disagreement (battle id)", scale=3, elem_id="agreement-pick"
+        )
+        refresh = gr.Button("Refresh agreement", size="sm", scale=1)
+    with gr.Row(equal_height=False):
+        dialogue = gr.Textbox(
+            label="Dialogue", lines=8, max_lines=12, interactive=False, elem_id="agreement-dialogue"
+        )
+        references = gr.Textbox(
+            label="References", lines=5, max_lines=8, interactive=False, elem_id="agreement-references"
+        )
+    shown = gr.Dataframe(
+        headers=list(DETAIL_COLUMNS), interactive=False, wrap=True, elem_id="agreement-summaries"
+    )
+
+    def refresh_view() -> dict[Any, Any]:
+        try:
+            report = service.agreement()
+        except InputError as err:
+            return {
+                figures: f"⚠ {view.md_escape(err)}",
+                disagreements: [],
+                pick: gr.update(choices=[], value=None),
+            }
+        rows = disagreement_rows(report, MODEL_LABELS)
+        choices = [(f"{row[0]} · {row[1]} · people {row[2]}, ROUGE {row[3]}", row[0]) for row in rows]
+        return {
+            figures: summary_markdown(report),
+            disagreements: rows,
+            pick: gr.update(choices=choices, value=None),
+        }
+
+    def open_vote(battle_id: str | None) -> dict[Any, Any]:
+        if not battle_id:
+            return {dialogue: "", references: "", shown: []}
+        try:
+            detail = service.vote_detail(battle_id)
+        except InputError as err:
+            return {dialogue: f"✗ {err}", references: "", shown: []}
+        return {
+            dialogue: detail["dialogue"],
+            references: "\n\n".join(detail["references"]) or "(not stored: vote older than schema 2)",
+            shown: detail["rows"],
+        }
+
+    refresh.click(refresh_view, None, [figures, disagreements, pick], **PRIVATE)
+    demo.load(refresh_view, None, [figures, disagreements, pick], **PRIVATE)
+    pick.change(open_vote, pick, [dialogue, references, shown], **PRIVATE)
 
 
 # ---------------------------------------------------------------------------- Models
@@ -486,6 +551,19 @@ def register_api(service: ArenaService) -> None:
     gr.api(api_battle, api_name="battle", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
     gr.api(api_vote, api_name="vote")
     gr.api(api_leaderboard, api_name="leaderboard")
+
+    def api_agreement(metric: str = "") -> dict:
+        """ROUGE versus people over the stored votes: best-pick agreement and Kendall tau with 95% CIs.
+
+        Args:
+            metric: rouge1, rouge2, rougeL or rougeLsum; empty = the server's setting (rougeL by default)
+        """
+        try:
+            return service.agreement_json(metric or None)
+        except InputError as err:
+            raise user_error(err) from err
+
+    gr.api(api_agreement, api_name="agreement")
 
 
 # ---------------------------------------------------------------------------- the page

@@ -45,6 +45,8 @@ class Battle:
     preset: str
     session_id: str
     created: float = field(default=0.0)
+    references: tuple[str, ...] = ()  # what ``reference`` joins; ROUGE was computed against these
+    rouge: dict[str, dict[str, float]] | None = None  # model -> scores of its summary; None: no reference
 
     def letter_summaries(self) -> dict[str, str]:
         """``{"A": text, "B": text, "C": text}`` in the shown order."""
@@ -97,10 +99,19 @@ class BattleStore:
         preset: str,
         session_id: str,
         order: Sequence[str] | None = None,
+        references: Sequence[str] = (),
+        rouge: dict[str, dict[str, float]] | None = None,
     ) -> Battle:
-        """Register a battle over the three ``summaries`` and return it (with its token)."""
+        """Register a battle over the three ``summaries`` and return it (with its token).
+
+        ``rouge`` (model -> scores against ``references``) is recorded now, with the summaries
+        the rater will see, and stored with the vote: the agreement figures compare people with
+        ROUGE on exactly these summaries.
+        """
         if len(summaries) != len(LETTERS):
             raise ValueError(f"a battle needs exactly {len(LETTERS)} summaries, got {len(summaries)}")
+        if rouge is not None and sorted(rouge) != sorted(summaries):
+            raise ValueError("rouge must score exactly the summarised models")
         shown = tuple(order) if order is not None else self.shuffled(sorted(summaries))
         if sorted(shown) != sorted(summaries):
             raise ValueError("order must be a permutation of the summarised models")
@@ -116,6 +127,8 @@ class BattleStore:
             preset=preset,
             session_id=session_id,
             created=self._clock(),
+            references=tuple(references),
+            rouge={m: dict(scores) for m, scores in rouge.items()} if rouge is not None else None,
         )
         with self._lock:
             self._purge_expired()

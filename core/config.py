@@ -23,6 +23,7 @@ Environment variables (all optional):
                         ``/data``, a Space's persistent storage, is writable; else ``data/votes.sqlite``)
 ``ARENA_VOTES_REPO``    Hub dataset (``owner/name``) every vote is also appended to (``core.vote_sync``)
 ``ARENA_CHECKPOINTS``   root of ``checkpoints/`` (default: the project's own)
+``ARENA_AGREEMENT_METRIC``  ROUGE variant set against the votes (``core.agreement``; default rougeL)
 ======================  ==========================================================
 """
 
@@ -124,6 +125,7 @@ class ArenaConfig:
     generation_timeout_s: float | None = DEFAULT_GENERATION_TIMEOUT_S  # per generate call; None = none
     votes_db: str = str(PROJECT_ROOT / "data" / "votes.sqlite")
     checkpoints: str = str(PROJECT_ROOT / "checkpoints")
+    agreement_metric: str = "rougeL"  # rouge1, rouge2, rougeL or rougeLsum
     votes_repo: str = ""  # Hub dataset the votes are also appended to; "" = none
     persistent_root: str | None = None  # writable persistent storage found (a Space's /data), if any
 
@@ -315,8 +317,18 @@ def load_config(
         checkpoints=checkpoints,
         votes_repo=env.get("ARENA_VOTES_REPO", "").strip(),
         persistent_root=str(storage) if storage else None,
+        agreement_metric=_agreement_metric(env),
     )
     return config
+
+
+def _agreement_metric(env: dict[str, str]) -> str:
+    from core.metrics import ROUGE_TYPES  # lazy: only the variant names, not the scorer
+
+    metric = env.get("ARENA_AGREEMENT_METRIC", "").strip() or "rougeL"
+    if metric not in ROUGE_TYPES:
+        raise ValueError(f"ARENA_AGREEMENT_METRIC must be one of {', '.join(ROUGE_TYPES)}, got {metric!r}")
+    return metric
 
 
 # Cache of the reachability probe: the answer cannot change fast enough to matter in one run.

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from core.agreement import AgreementReport, agreement, check_metric, detail_rows
 from core.battles import Battle, BattleError, BattleStore
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, GenerationSettings
 from core.data import DataError, Dialogue, find_dialogue, load_split
@@ -64,9 +65,9 @@ class ModelResult:
     truncated_tokens: int = 0
     cached: bool = False
     spans: list[tuple[str, str | None]] = field(default_factory=list)
-
     timed_out: bool = False  # the time budget cut generation: ``summary`` is what it had so far
     batched_with: tuple[str, ...] = ()  # models timed together in the same generate call
+
     def as_json(self) -> dict[str, Any]:
         """The ``/compare`` shape of one model (plus ``truncated_tokens`` and ``timed_out``)."""
         return {
@@ -75,8 +76,8 @@ class ModelResult:
             "seconds": round(self.seconds, 4),
             "error": self.error,
             "truncated_tokens": self.truncated_tokens,
-        }
             "timed_out": self.timed_out,
+        }
 
 
 # ---------------------------------------------------------------------------- the service
@@ -182,13 +183,13 @@ class ArenaService:
             truncated_tokens=summary.truncated_tokens,
             cached=cached,
             spans=spans,
+            timed_out=summary.timed_out,
+            batched_with=summary.batched_with,
         )
 
     def summaries(
         self, dialogue: str, settings: GenerationSettings, names: Sequence[str] = MODEL_NAMES
     ) -> Iterator[tuple[Summary, bool]]:
-            timed_out=summary.timed_out,
-            batched_with=summary.batched_with,
         """``(summary, from_cache)`` per model: cache hits first, then each model as it finishes."""
         digest = _digest(dialogue)
         keys = {name: self._cache_key(name, digest, settings) for name in names}
@@ -255,6 +256,9 @@ class ArenaService:
             settings=settings.as_generate_kwargs(),
             preset=self.config.preset,
             session_id=session_id,
+            references=example.references,
+            # Scored now, on the summaries shown: the vote stores them for core.agreement.
+            rouge={m: rouge(t, example.references) for m, t in texts.items()} if example.references else None,
         )
 
     @staticmethod
@@ -295,6 +299,9 @@ class ArenaService:
             settings=battle.settings,
             preset=battle.preset,
             session_id=battle.session_id,
+            rouge=battle.rouge,
+            summaries=dict(battle.summaries),
+            references=battle.references or None,
         )
         try:
             stored = self.votes.add(vote)
@@ -320,6 +327,46 @@ class ArenaService:
         except VoteStoreError as err:
             raise InputError(f"the votes database is unavailable: {err}") from err
         return [row.as_json() for row in standings(votes)]
+
+    def agreement(self, metric: object = None) -> AgreementReport:
+        """ROUGE against people on the live preset's votes (``metric``: default from the config)."""
+        chosen = (
+            metric.strip() if isinstance(metric, str) and metric.strip() else self.config.agreement_metric
+        )
+        try:
+            check_metric(chosen)
+            votes = self.votes.all(preset=self.config.preset)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+        except VoteStoreError as err:
+            raise InputError(f"the votes database is unavailable: {err}") from err
+        return agreement(votes, chosen)
+
+    def agreement_json(self, metric: object = None) -> dict[str, Any]:
+        """The ``/agreement`` shape (see :meth:`core.agreement.AgreementReport.as_json`)."""
+        return self.agreement(metric).as_json()
+
+    def vote_detail(self, battle_id: object, metric: object = None) -> dict[str, Any]:
+        """One stored vote opened for reading: dialogue, references and the summaries as shown."""
+        if not isinstance(battle_id, str) or not battle_id.strip():
+            raise InputError("pick a vote to open")
+        chosen = metric if isinstance(metric, str) and metric else self.config.agreement_metric
+        try:
+            vote = self.votes.get(battle_id.strip()[:64])
+        except VoteStoreError as err:
+            raise InputError(f"the votes database is unavailable: {err}") from err
+        if vote is None:
+            raise InputError(f"no stored vote for battle {battle_id.strip()[:64]!r}")
+        try:
+            dialogue = self.example(vote.dialogue_id).dialogue
+        except InputError:
+            dialogue = f"(dialogue {vote.dialogue_id} is not in the loaded DialogSum split)"
+        return {
+            "vote": vote,
+            "dialogue": dialogue,
+            "references": list(vote.references or ()),
+            "rows": detail_rows(vote, chosen, MODEL_LABELS),
+        }
 
     def export_votes_csv(self) -> str:
         """Write every vote to a fresh CSV file in a private directory; return its path."""

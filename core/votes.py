@@ -3,6 +3,12 @@
 The database runs in WAL mode (readers never block the writer, a crash never loses a
 committed vote) and records its schema version, so a later release can migrate old files.
 Every statement is parameterised; no user text is ever spliced into SQL.
+
+Schema versions: 1 stored the verdict only; 2 adds, per vote, what the rater saw - the
+summaries, the references and each summary's ROUGE scores, computed at battle time - so that
+:mod:`core.agreement` can compare people with ROUGE without regenerating anything. A version-1
+file is migrated in place on first use (three nullable columns); its old votes keep ``NULL``
+there and are left out of the agreement figures (and counted as such).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHOICES: tuple[str, ...] = ("A", "B", "C", "none")
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's lock before failing
 INIT_DEADLINE_S = 30.0  # how long initialise() keeps retrying while other processes hold the file
@@ -45,9 +51,26 @@ CREATE TABLE IF NOT EXISTS votes (
     ranking TEXT,
     settings TEXT NOT NULL,
     preset TEXT NOT NULL,
-    session_id TEXT NOT NULL
+    session_id TEXT NOT NULL,
+    rouge TEXT,
+    summaries TEXT,
+    reference_texts TEXT
 );
 """
+# Columns each version adds, so an older file can be brought up to date (ALTER TABLE ADD COLUMN
+# is O(1) in SQLite: it rewrites no row).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE votes ADD COLUMN rouge TEXT",  # {model: {rouge1: f, ...}} of the shown summaries
+        "ALTER TABLE votes ADD COLUMN summaries TEXT",  # {model: text} as shown
+        "ALTER TABLE votes ADD COLUMN reference_texts TEXT",  # [reference, ...] ROUGE was computed against
+    ),
+}
+
+_SELECT = (
+    "SELECT id, battle_id, created_at, dialogue_id, order_shown, choice, ranking, settings, "
+    "preset, session_id, rouge, summaries, reference_texts FROM votes"
+)
 
 CSV_COLUMNS: tuple[str, ...] = (
     "id",
@@ -61,6 +84,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "settings",
     "preset",
     "session_id",
+    "rouge",
 )
 
 
@@ -86,6 +110,11 @@ class Vote:
     session_id: str
     created_at: str = ""
     id: int | None = None
+    # What the rater saw, recorded at battle time (``None`` for votes stored before schema 2,
+    # and for battles without a reference, which have no ROUGE scores):
+    rouge: dict[str, dict[str, float]] | None = None  # model -> {rouge1, rouge2, rougeL, rougeLsum}
+    summaries: dict[str, str] | None = None  # model -> summary text
+    references: tuple[str, ...] | None = None
 
     @property
     def choice_model(self) -> str | None:
@@ -126,6 +155,9 @@ def check_choice_and_ranking(
 def validate_vote(vote: Vote) -> None:
     """Raise ``ValueError`` unless the vote is internally consistent."""
     check_choice_and_ranking(vote.choice, vote.ranking, vote.order_shown)
+    for what, per_model in (("rouge", vote.rouge), ("summaries", vote.summaries)):
+        if per_model is not None and sorted(per_model) != sorted(vote.order_shown):
+            raise ValueError(f"{what} must name exactly the shown models, got {sorted(per_model)}")
 
 
 class VoteStore:
@@ -210,6 +242,10 @@ class VoteStore:
                 row = db.execute("SELECT version FROM schema_version").fetchone()
                 if row is None:
                     db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif int(row[0]) < SCHEMA_VERSION:
+                    # Inside the same BEGIN IMMEDIATE: of several processes opening an old file
+                    # at once, one migrates and the others then find the new version.
+                    self._migrate(db, int(row[0]))
                 elif int(row[0]) != SCHEMA_VERSION:
                     raise VoteStoreError(
                         f"votes database {self.path} has schema version {row[0]}, "
@@ -220,6 +256,19 @@ class VoteStore:
                 if db.in_transaction:  # a failed COMMIT may already have rolled back
                     db.execute("ROLLBACK")
                 raise
+
+    def _migrate(self, db: sqlite3.Connection, found: int) -> None:
+        """Bring a file of schema ``found`` up to :data:`SCHEMA_VERSION` (inside the caller's transaction)."""
+        if found < 1:
+            raise VoteStoreError(f"votes database {self.path} has unknown schema version {found}")
+        present = {info[1] for info in db.execute("PRAGMA table_info(votes)")}
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS.get(version, ()):
+                column = statement.split("ADD COLUMN ")[1].split()[0]
+                if column not in present:  # CREATE TABLE IF NOT EXISTS may have made it already
+                    db.execute(statement)
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        logger.info("votes database %s migrated from schema %d to %d", self.path, found, SCHEMA_VERSION)
 
     def schema_version(self) -> int:
         """The version recorded in the database file."""
@@ -252,12 +301,16 @@ class VoteStore:
             json.dumps(vote.settings, sort_keys=True),
             vote.preset,
             vote.session_id,
+            _json_or_null(vote.rouge),
+            _json_or_null(vote.summaries),
+            _json_or_null(list(vote.references) if vote.references is not None else None),
         )
         with self._lock, self._connect() as db:
             try:
                 cursor = db.execute(
                     "INSERT INTO votes (battle_id, created_at, dialogue_id, order_shown, choice, "
-                    "ranking, settings, preset, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "ranking, settings, preset, session_id, rouge, summaries, reference_texts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
             except sqlite3.IntegrityError as err:
@@ -271,10 +324,7 @@ class VoteStore:
     def all(self, preset: str | None = None) -> list[Vote]:
         """Every stored vote in insertion order (optionally of one preset only)."""
         self.initialise()
-        query = (
-            "SELECT id, battle_id, created_at, dialogue_id, order_shown, choice, ranking, settings, "
-            "preset, session_id FROM votes"
-        )
+        query = _SELECT
         params: tuple[Any, ...] = ()
         if preset is not None:
             query += " WHERE preset = ?"
@@ -282,6 +332,13 @@ class VoteStore:
         with self._connect() as db:
             rows = db.execute(query + " ORDER BY id", params).fetchall()
         return [_row_to_vote(row) for row in rows]
+
+    def get(self, battle_id: str) -> Vote | None:
+        """The vote of one battle, or ``None``."""
+        self.initialise()
+        with self._connect() as db:
+            row = db.execute(_SELECT + " WHERE battle_id = ?", (battle_id,)).fetchone()
+        return _row_to_vote(row) if row is not None else None
 
     def count(self) -> int:
         """Number of stored votes."""
@@ -308,6 +365,7 @@ class VoteStore:
                     json.dumps(vote.settings, sort_keys=True),
                     vote.preset,
                     vote.session_id,
+                    json.dumps(vote.rouge, sort_keys=True) if vote.rouge is not None else "",
                 ]
             )
         return buffer.getvalue()
@@ -322,8 +380,13 @@ def _is_busy(err: sqlite3.Error) -> bool:
     return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
+def _json_or_null(value: Any) -> str | None:
+    return json.dumps(value, sort_keys=True) if value is not None else None
+
+
 def _row_to_vote(row: Sequence[Any]) -> Vote:
-    ident, battle_id, created_at, dialogue_id, order, choice, ranking, settings, preset, session = row
+    ident, battle_id, created_at, dialogue_id, order, choice, ranking, settings, preset, session = row[:10]
+    scores, summaries, references = row[10:]
     return Vote(
         battle_id=battle_id,
         dialogue_id=dialogue_id,
@@ -335,4 +398,7 @@ def _row_to_vote(row: Sequence[Any]) -> Vote:
         session_id=session,
         created_at=created_at,
         id=int(ident),
+        rouge=json.loads(scores) if scores else None,
+        summaries=json.loads(summaries) if summaries else None,
+        references=tuple(json.loads(references)) if references else None,
     )

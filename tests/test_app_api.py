@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_named_endpoints_are_exactly_the_documented_ones(gradio_client) -> None:
     api = gradio_client.view_api(print_info=False, return_format="dict")
-    assert set(api["named_endpoints"]) == {"/compare", "/battle", "/vote", "/leaderboard"}
+    assert set(api["named_endpoints"]) == {"/compare", "/battle", "/vote", "/leaderboard", "/agreement"}
 
 
 def test_compare_returns_three_summaries_and_scores(gradio_client) -> None:

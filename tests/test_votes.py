@@ -218,3 +218,66 @@ def test_initialise_gives_up_on_a_file_locked_past_its_deadline(
         holder.close()
     store = VoteStore(tmp_votes_db)  # once the holder is gone, the same file initialises
     assert store.journal_mode() == "wal" and store.schema_version() == SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------------------- schema 2: what the rater saw
+
+SCORES = {
+    m: {"rouge1": 0.5, "rouge2": 0.25, "rougeL": v, "rougeLsum": v}
+    for m, v in (("lora", 0.4), ("original", 0.1), ("full", 0.3))
+}
+SCHEMA_1 = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, battle_id TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
+    dialogue_id TEXT NOT NULL, order_shown TEXT NOT NULL,
+    choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'C', 'none')), ranking TEXT, settings TEXT NOT NULL,
+    preset TEXT NOT NULL, session_id TEXT NOT NULL
+);
+INSERT INTO schema_version (version) VALUES (1);
+INSERT INTO votes (battle_id, created_at, dialogue_id, order_shown, choice, ranking, settings, preset,
+    session_id) VALUES ('old', '2024-01-01T00:00:00.000+00:00', 'test_9', '["lora", "original", "full"]',
+    'B', '["original", "lora", "full"]', '{}', 'mini', 's0');
+"""  # the version-1 layout, as shipped before the agreement figures
+
+
+def test_scores_summaries_and_references_round_trip(tmp_votes_db: str) -> None:
+    store = VoteStore(tmp_votes_db)
+    summaries = {"lora": "L.", "original": "O.", "full": "F."}
+    store.add(make_vote(rouge=SCORES, summaries=summaries, references=("r1", "r2")))
+    read = store.get("b1")
+    assert read is not None and read.rouge == SCORES and read.summaries == summaries
+    assert read.references == ("r1", "r2")
+    assert store.get("nope") is None
+    (row,) = csv.DictReader(io.StringIO(store.to_csv()))
+    assert json.loads(row["rouge"]) == SCORES
+
+
+def test_scores_must_name_the_shown_models(tmp_votes_db: str) -> None:
+    store = VoteStore(tmp_votes_db)
+    with pytest.raises(ValueError, match="rouge must name exactly the shown models"):
+        store.add(make_vote(rouge={"lora": SCORES["lora"]}))
+    with pytest.raises(ValueError, match="summaries must name exactly"):
+        store.add(make_vote(summaries={"a": "", "b": "", "c": ""}))
+    assert store.count() == 0
+
+
+def test_a_version_1_file_is_migrated_and_its_old_votes_still_read(tmp_votes_db: str) -> None:
+    with sqlite3.connect(tmp_votes_db) as db:
+        db.executescript(SCHEMA_1)
+    store = VoteStore(tmp_votes_db)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    (old,) = store.all()
+    assert (old.battle_id, old.choice_model, old.ranking) == ("old", "original", ("original", "lora", "full"))
+    assert old.rouge is None and old.summaries is None and old.references is None
+    store.add(make_vote("new", rouge=SCORES, summaries={"lora": "L", "original": "O", "full": "F"}))
+    assert [v.rouge for v in VoteStore(tmp_votes_db).all()] == [None, SCORES]
+    with sqlite3.connect(tmp_votes_db) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(votes)")}
+        assert {"rouge", "summaries", "reference_texts"} <= columns
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+    from core.agreement import agreement
+
+    report = agreement(VoteStore(tmp_votes_db).all())
+    assert (report.votes, report.unscored) == (1, 1)  # the old vote is left out, and counted
