@@ -341,6 +341,25 @@ def report_markdown(summary: Mapping[str, Any], labels: Mapping[str, str] | None
             "",
             *[f"- {labels.get(k, k)}: {v:.2f}" for k, v in distinct.items()],
         ]
+    use = summary.get("input_use")
+    if use:
+        lines += [
+            "",
+            "## Input use: teacher-forced loss on the references",
+            "",
+            "Mean token loss of each dialogue's first reference given its own dialogue and given "
+            "another's (the controls' derangement). A model that reads its input is surer with its "
+            "own dialogue: gap = shuffled - own above zero, with its 95% CI above zero.",
+            "",
+            "| | own | shuffled | gap | reads its input |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in use.items():
+            verdict = "yes" if row["reads_input"] else "no"
+            lines.append(
+                f"| {labels.get(name, name)} | {row['own_loss']['mean']:.3f} | "
+                f"{row['shuffled_loss']['mean']:.3f} | {_cell(row['gap'])} | {verdict} |"
+            )
     generation = summary.get("generation")
     if generation:
         lines += ["", "## Generation settings", ""]

@@ -183,6 +183,22 @@ def test_evaluate_writes_the_four_files(evaluated: tuple[Path, int, dict[str, st
     assert summary["cache"] == {"reused": 0, "generated": 15}
     report = (out / "report.md").read_text()
     assert "Baselines" in report and "own minus control" in report
+    # the input-use measure: own vs shuffled dialogue loss for every model, in both files
+    assert set(summary["input_use"]) == set(MODEL_NAMES)
+    for row in summary["input_use"].values():
+        for key in ("own_loss", "shuffled_loss", "gap"):
+            assert_stat(row[key])
+        assert row["n"] == 5 and row["reads_input"] == (row["gap"]["ci95"][0] > 0)
+    assert "Input use: teacher-forced loss" in report
+
+
+def test_input_use_can_be_skipped(tmp_path: Path, tiny_checkpoints: dict[str, str], data_dir: str) -> None:
+    config = load_config(env={}, preset="mini", data=data_dir, device="cpu", **tiny_checkpoints)
+    summary = evaluate_cli.evaluate(
+        config, "test", 2, tmp_path, resamples=50, progress=False, input_use_check=False
+    )
+    assert "input_use" not in summary
+    assert "Input use" not in (tmp_path / "report.md").read_text()
 
 
 def test_predictions_csv_rows_recompute(evaluated: tuple[Path, int, dict[str, str]]) -> None:

@@ -241,6 +241,22 @@ def write_predictions(path: Path, table: ScoreTable) -> None:
         writer.writerows(rows)
 
 
+def measure_input_use(
+    model_set: ModelSet, records: Sequence[Dialogue], batch_size: int
+) -> dict[str, Any] | None:
+    """``core.input_use`` over the loaded models, or None when the split has too few references."""
+    from core.input_use import input_use
+
+    labelled = [r for r in records if r.references]
+    if len(labelled) < 2:
+        logger.warning("input-use measure skipped: fewer than two dialogues with references")
+        return None
+    start = time.perf_counter()
+    result = input_use(list(model_set.models.values()), labelled, batch_size=max(batch_size, 8))
+    logger.info("input-use measure in %.1f s", time.perf_counter() - start)
+    return result
+
+
 def evaluate(
     config: ArenaConfig,
     split: str = "test",
@@ -251,8 +267,12 @@ def evaluate(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     progress: bool = True,
+    input_use_check: bool = True,
 ) -> dict[str, Any]:
     """Generate (or reuse cached) summaries, score them and write the four report files.
+
+    With ``input_use_check`` the report also holds each model's teacher-forced loss on the
+    references with its own dialogue versus another's (``core.input_use``).
 
     Returns the ``summary.json`` document. ``settings`` defaults to no overrides: each model's
     own ``generation_config.json`` decides.
@@ -275,6 +295,7 @@ def evaluate(
         model_set, records, settings, cache, batch_size, progress=progress
     )
     table = score_table(records, summaries)
+    use = measure_input_use(model_set, records, batch_size) if input_use_check else None
     summary = build_report(
         table,
         config.preset,
@@ -290,6 +311,7 @@ def evaluate(
             "unavailable": dict(model_set.errors),
             "cache": {"reused": stats["cached"], "generated": stats["generated"]},
             "generation_seconds": stats["seconds"],
+            **({"input_use": use} if use is not None else {}),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
@@ -374,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default: %(default)s)"
     )
+    parser.add_argument(
+        "--skip-input-use",
+        action="store_true",
+        help="leave out the input-use measure (teacher-forced loss with own vs another dialogue)",
+    )
     return parser
 
 
@@ -394,8 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams).validate()
         out = Path(args.output) if args.output else config.report_dir
         summary = evaluate(
-            config, args.split, args.limit, out, settings, args.batch_size, args.bootstrap, args.seed
-        )
+            config, args.split, args.limit, out, settings, args.batch_size, args.bootstrap, args.seed,
+            input_use_check=not args.skip_input_use,
+        )  # fmt: skip
     except (DataError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

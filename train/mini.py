@@ -17,7 +17,6 @@ stored in bfloat16 (they load as float32) so the whole preset stays small enough
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import DEFAULT_HUB_DATA, PROJECT_ROOT, default_data_source
+from core.config import DEFAULT_HUB_DATA, default_data_source, default_dream_source
 
 logger = logging.getLogger("train.mini")
 
@@ -38,55 +37,74 @@ STEPS: tuple[str, ...] = ("tokenizer", "original", "full", "lora", "eval")
 BUILD_FILE = "build.json"
 
 
+def _option(default: Any, help: str) -> Any:
+    """A dataclass field with the help text ``--help`` prints (HfArgumentParser reads it)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class MiniOptions:
     """Everything ``train.mini`` builds from; the defaults are the shipped recipe."""
 
-    data: str = field(default_factory=default_data_source)
-    output: str = str(PROJECT_ROOT / "checkpoints" / "mini")
-    seed: int = 0
-    threads: int = 0  # 0 = torch's default
-    overwrite: bool = False
-    quiet: bool = False
-    # tokenizer
-    vocab_size: int = 2000
-    # model shape
-    d_model: int = 192
-    d_ff: int = 512
-    num_layers: int = 3
-    num_heads: int = 4
-    dropout: float = 0.1
-    # span-corruption pre-training
-    denoisers: str = "0.15:3:1"
-    max_length: int = 256
-    pretrain_steps: int = 400
-    pretrain_lr: float = 2e-3
-    pretrain_batch_size: int = 16
-    # fine-tuning (both methods)
-    train_limit: int | None = None
-    batch_size: int = 16
-    label_smoothing: float = 0.1
-    finetune_dropout: float | None = None
-    full_epochs: float = 2.0
-    full_steps: int = -1
-    full_lr: float = 1e-3
-    lora_epochs: float = 2.0
-    lora_steps: int = -1
-    lora_lr: float = 3e-3
-    lora_r: int = 32
-    lora_alpha: int = 32
+    # data and output
+    data: str = _option(default_data_source, "DialogSum directory or hub id")
+    dream: str = _option(
+        default_dream_source,
+        "DREAM directory (dialogues.jsonl) for pre-training; empty = DialogSum text only",
+    )
+    output: str | None = _option(None, "where to write the preset (default: checkpoints/mini)")
+    overwrite: bool = _option(False, "replace an existing build in --output")
+    seed: int = _option(0, "seed of every random step")
+    threads: int = _option(0, "torch CPU threads; 0 = torch's default")
+    quiet: bool = _option(False, "no progress bars")
+    # tokenizer and model shape
+    vocab_size: int = _option(2000, "sentencepiece pieces")
+    d_model: int = _option(192, "hidden size")
+    d_ff: int = _option(512, "feed-forward size (gated-GELU)")
+    num_layers: int = _option(3, "encoder and decoder layers each")
+    num_heads: int = _option(4, "attention heads")
+    dropout: float = _option(0.1, "dropout rate while pre-training")
+    # pre-training (the original model)
+    tasks: bool = _option(True, "mix the dialogue instruction tasks (train.tasks) into pre-training")
+    denoisers: str = _option(
+        "0.15:3:1", "span-corruption mixture: density:mean_span[:weight[:full]], comma separated"
+    )
+    denoise_repeat: int = _option(1, "times the span-corruption windows appear in the mixture")
+    max_length: int = _option(256, "tokens per span-corruption window")
+    pretrain_steps: int = _option(400, "pre-training optimizer steps")
+    pretrain_lr: float = _option(2e-3, "pre-training peak learning rate")
+    pretrain_batch_size: int = _option(16, "pre-training examples per step")
+    # fine-tuning on the validation split (both methods)
+    holdout: int = _option(
+        0, "keep the last N validation dialogues out of fine-tuning (to tune the recipe on them)"
+    )
+    train_limit: int | None = _option(None, "fine-tune on only the first N validation dialogues")
+    batch_size: int = _option(16, "dialogues per fine-tuning step")
+    warmup_ratio: float = _option(0.05, "fine-tuning warm-up, a fraction of the steps")
+    label_smoothing: float = _option(0.1, "fine-tuning label smoothing")
+    finetune_dropout: float | None = _option(None, "dropout while fine-tuning (default: the model's)")
+    full_epochs: float = _option(2.0, "full fine-tuning epochs")
+    full_steps: int = _option(-1, "full fine-tuning steps; overrides epochs when > 0")
+    full_lr: float = _option(1e-3, "full fine-tuning learning rate")
+    lora_epochs: float = _option(2.0, "LoRA epochs")
+    lora_steps: int = _option(-1, "LoRA steps; overrides epochs when > 0")
+    lora_lr: float = _option(3e-3, "LoRA learning rate")
+    lora_r: int = _option(32, "LoRA rank")
+    lora_alpha: int = _option(32, "LoRA alpha")
     # decoding defaults (every model's generation_config.json)
-    num_beams: int = 4
-    no_repeat_ngram_size: int = 3
-    repetition_penalty: float = 1.0
-    encoder_repetition_penalty: float = 1.0  # > 1 favours words of the dialogue (copying)
-    length_penalty: float = 1.0
-    max_new_tokens: int = 60
-    min_new_tokens: int = 0
-    # evaluation
-    eval_split: str = "test"
-    eval_limit: int | None = None
-    skip_eval: bool = False
+    num_beams: int = _option(4, "beams")
+    no_repeat_ngram_size: int = _option(3, "no repeated n-grams of this size")
+    repetition_penalty: float = _option(1.0, "repetition penalty")
+    encoder_repetition_penalty: float = _option(1.0, "> 1 favours words of the dialogue (copying)")
+    length_penalty: float = _option(1.0, "beam-search length penalty")
+    max_new_tokens: int = _option(60, "summary length cap in tokens")
+    min_new_tokens: int = _option(0, "summary minimum length in tokens")
+    # evaluation report
+    eval_split: str = _option("test", "split the report scores")
+    eval_limit: int | None = _option(None, "score only the first N dialogues (default: all)")
+    skip_eval: bool = _option(False, "build the models without the report")
 
     def generation_defaults(self) -> dict[str, Any]:
         """The decoding defaults written to each model's ``generation_config.json``."""
@@ -127,6 +145,11 @@ class MiniOptions:
         return self
 
 
+def _dream_label(dream: str) -> str | None:
+    """DREAM by name (a local copy is still DREAM), or None when the build had none."""
+    return "nlpdata/dream (filtered, see shared/dream/README.md)" if dream else None
+
+
 def _data_label(data: str) -> str:
     """Record the data set by name: a local copy of DialogSum is still DialogSum."""
     from train.metadata import portable_location
@@ -151,23 +174,37 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def fine_tuning_limit(available: int, options: MiniOptions) -> int:
+    """How many validation dialogues (from the first) the fine-tunes train on."""
+    limit = available - options.holdout
+    if options.train_limit is not None:
+        limit = min(limit, options.train_limit)
+    if limit < 1:
+        raise ValueError(
+            f"no validation dialogues left to fine-tune on ({available} - holdout {options.holdout})"
+        )
+    return limit
+
+
 def store_bf16(directory: Path) -> None:
-    """Re-save a full model's weights in bfloat16 and refresh the size in its ``arena.json``."""
+    """Re-save a full model's weights in bfloat16; ``update_metadata`` refreshes arena.json and the card."""
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
-    from train.metadata import ARENA_FILE, weights_size_bytes
+    from train.metadata import update_metadata
 
     model = AutoModelForSeq2SeqLM.from_pretrained(str(directory), dtype=torch.float32)
     for weights in directory.glob("*.safetensors"):
         weights.unlink()
     model.to(torch.bfloat16).save_pretrained(str(directory))
-    meta_path = directory / ARENA_FILE
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        meta["size_on_disk_bytes"] = weights_size_bytes(directory)
-        meta["storage_dtype"] = "bfloat16"
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    update_metadata(directory, storage_dtype="bfloat16")
+
+
+def default_output() -> str:
+    """``checkpoints/mini`` under the configured checkpoints root (``ARENA_CHECKPOINTS``)."""
+    from core.config import load_config
+
+    return str(Path(load_config(preset="mini").checkpoints) / "mini")
 
 
 def build(options: MiniOptions) -> dict[str, Any]:
@@ -177,13 +214,14 @@ def build(options: MiniOptions) -> dict[str, Any]:
     from core.data import load_split
     from train.common import TrainOptions, train
     from train.pretrain import ModelSize, PretrainOptions, parse_denoisers, pretrain
+    from train.tasks import build_tasks, load_dream
     from train.tokenizer import train_tokenizer
 
     options.validate()
     denoisers = parse_denoisers(options.denoisers)
     if options.threads:
         torch.set_num_threads(options.threads)
-    out = Path(options.output).expanduser()
+    out = Path(options.output or default_output()).expanduser().absolute()
     prepare_output(out, options.overwrite)
     data_label = _data_label(options.data)
     decoding = options.generation_defaults()
@@ -196,13 +234,25 @@ def build(options: MiniOptions) -> dict[str, Any]:
     step = time.perf_counter()
     validation = load_split(options.data, "validation")
     unlabeled = load_split(options.data, "unlabeled")
+    limit = fine_tuning_limit(len(validation), options)
+    dream = load_dream(options.dream) if options.dream else []
+    if not dream:
+        logger.warning("no DREAM data (--dream): pre-training on DialogSum's dialogue text alone")
     dialogues = [r.dialogue for r in validation] + [r.dialogue for r in unlabeled]
-    summaries = [ref for r in validation for ref in r.references]
+    dialogues += [d.dialogue for d in dream]
+    summaries = [ref for r in validation[:limit] for ref in r.references]
     tokenizer = train_tokenizer(dialogues + summaries, vocab_size=options.vocab_size)
     timings["tokenizer"] = time.perf_counter() - step
 
-    logger.info("[2/4] original: span-corruption pre-training on %d dialogues", len(dialogues))
     step = time.perf_counter()
+    tasks = (
+        build_tasks(dialogues[: len(dialogues) - len(dream)], dream, seed=options.seed)
+        if options.tasks
+        else []
+    )
+    logger.info(
+        "[2/4] original: pre-training on %d dialogues (%d instruction pairs)", len(dialogues), len(tasks)
+    )
     size = ModelSize(
         d_model=options.d_model,
         d_ff=options.d_ff,
@@ -227,6 +277,8 @@ def build(options: MiniOptions) -> dict[str, Any]:
             quiet=options.quiet,
             generation_defaults=decoding,
             data_source_label=data_label,
+            tasks=tasks,
+            denoise_repeat=options.denoise_repeat,
         ),
     )
     timings["original"] = time.perf_counter() - step
@@ -242,12 +294,12 @@ def build(options: MiniOptions) -> dict[str, Any]:
                 output_dir=str(out / method),
                 data=options.data,
                 split="validation",
-                limit=options.train_limit,
+                limit=limit,
                 epochs=options.full_epochs if method == "full" else options.lora_epochs,
                 max_steps=steps,
                 learning_rate=options.full_lr if method == "full" else options.lora_lr,
                 batch_size=options.batch_size,
-                warmup_ratio=0.05,
+                warmup_ratio=options.warmup_ratio,
                 label_smoothing=options.label_smoothing,
                 dropout=options.finetune_dropout,
                 seed=options.seed,
@@ -273,7 +325,12 @@ def build(options: MiniOptions) -> dict[str, Any]:
 
     record = {
         "command": "python -m train.mini",
-        "options": {**asdict(options), "data": data_label, "output": None},
+        "options": {
+            **asdict(options),
+            "data": data_label,
+            "dream": _dream_label(options.dream),
+            "output": None,
+        },
         "generation_defaults": decoding,
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "total_seconds": round(time.perf_counter() - started, 1),
@@ -282,6 +339,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "machine": platform.processor() or platform.machine(),
+        "accelerator": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if summary is not None:
@@ -290,7 +348,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
             for name, scores in summary.get("models", {}).items()
         }
     (out / BUILD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return record
+    return {**record, "output": str(out)}
 
 
 def run_evaluation(out: Path, options: MiniOptions) -> dict[str, Any]:
@@ -315,193 +373,52 @@ def run_evaluation(out: Path, options: MiniOptions) -> dict[str, Any]:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line; every flag maps to a :class:`MiniOptions` field."""
-    defaults = MiniOptions()
-    parser = argparse.ArgumentParser(
+DESCRIPTION = """Build the mini preset from a DialogSum directory, offline, on a CPU: a tokenizer, a
+small T5 pre-trained from scratch (the 'original': span corruption plus dialogue instruction
+tasks on DialogSum and DREAM dialogue text; it never sees a summary), its full fine-tune and
+LoRA adapter trained on the validation split with train.full/train.lora's code, and the ROUGE
+report on the test split. The defaults are the shipped recipe (see build.json for its time)."""
+
+EPILOG = """examples:
+  python -m train.mini --overwrite                    # rebuild checkpoints/mini
+  python -m train.mini --output /tmp/mini --pretrain-steps 50 --full-epochs 2 --lora-epochs 2
+  python -m train.mini --output /tmp/mini --holdout 50 --eval-split validation  # tune on validation
+The test split is used only for the final report, never for training or the tokenizer."""
+
+
+def build_parser() -> Any:
+    """The command line: one flag per :class:`MiniOptions` field (``--pretrain-steps`` or ``--pretrain_steps``)."""
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        MiniOptions,
         prog="python -m train.mini",
-        description=(
-            "Build the mini preset from a DialogSum directory, offline, on a CPU: a tokenizer, a small "
-            "T5 pre-trained from scratch with span corruption (the 'original', never taught to "
-            "summarize), its full fine-tune and LoRA adapter trained on the validation split with "
-            "train.full/train.lora's code, and the ROUGE report on the test split. The defaults are "
-            "the shipped recipe (about half an hour on 2 CPU cores)."
-        ),
-        epilog=(
-            "examples:\n"
-            "  python -m train.mini --overwrite                    # rebuild checkpoints/mini\n"
-            "  python -m train.mini --output /tmp/mini --pretrain-steps 50 --full-epochs 2 "
-            "--lora-epochs 2   # a quick look\n"
-            "The test split is used only for the final report, never for training or the tokenizer."
-        ),
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    where = parser.add_argument_group("data and output")
-    where.add_argument(
-        "--data", default=defaults.data, help="DialogSum directory or hub id (default: %(default)s)"
-    )
-    where.add_argument(
-        "--output",
-        default=None,
-        help="where to write the preset (default: checkpoints/mini under the checkpoints root)",
-    )
-    where.add_argument("--overwrite", action="store_true", help="replace an existing build in --output")
-    where.add_argument(
-        "--seed", type=int, default=defaults.seed, help="seed of every random step (default: %(default)s)"
-    )
-    where.add_argument(
-        "--threads", type=int, default=defaults.threads, help="torch CPU threads; 0 = torch's default"
-    )
-    where.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    model = parser.add_argument_group("tokenizer and model shape")
-    model.add_argument(
-        "--vocab-size",
-        type=int,
-        default=defaults.vocab_size,
-        help="sentencepiece pieces (default: %(default)s)",
-    )
-    model.add_argument(
-        "--d-model", type=int, default=defaults.d_model, help="hidden size (default: %(default)s)"
-    )
-    model.add_argument(
-        "--d-ff", type=int, default=defaults.d_ff, help="feed-forward size (default: %(default)s)"
-    )
-    model.add_argument(
-        "--num-layers",
-        type=int,
-        default=defaults.num_layers,
-        help="encoder and decoder layers each (default: %(default)s)",
-    )
-    model.add_argument(
-        "--num-heads", type=int, default=defaults.num_heads, help="attention heads (default: %(default)s)"
-    )
-    model.add_argument(
-        "--dropout", type=float, default=defaults.dropout, help="dropout rate (default: %(default)s)"
-    )
-
-    pre = parser.add_argument_group("span-corruption pre-training (the original model)")
-    pre.add_argument(
-        "--denoisers",
-        default=defaults.denoisers,
-        help="mixture of density:mean_span[:weight], comma separated (default: %(default)s)",
-    )
-    pre.add_argument(
-        "--max-length",
-        type=int,
-        default=defaults.max_length,
-        help="tokens per pre-training window (default: %(default)s)",
-    )
-    pre.add_argument(
-        "--pretrain-steps",
-        type=int,
-        default=defaults.pretrain_steps,
-        help="optimizer steps (default: %(default)s)",
-    )
-    pre.add_argument(
-        "--pretrain-lr",
-        type=float,
-        default=defaults.pretrain_lr,
-        help="peak learning rate (default: %(default)s)",
-    )
-    pre.add_argument(
-        "--pretrain-batch-size",
-        type=int,
-        default=defaults.pretrain_batch_size,
-        help="windows per step (default: %(default)s)",
-    )
-
-    fine = parser.add_argument_group("fine-tuning on the validation split (full and LoRA)")
-    fine.add_argument(
-        "--train-limit", type=int, default=None, help="use only the first N dialogues (default: all)"
-    )
-    fine.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="dialogues per step (default: %(default)s)",
-    )
-    fine.add_argument(
-        "--label-smoothing", type=float, default=defaults.label_smoothing, help="(default: %(default)s)"
-    )
-    fine.add_argument(
-        "--finetune-dropout",
-        type=float,
-        default=None,
-        help="dropout while fine-tuning (default: the model's)",
-    )
-    fine.add_argument(
-        "--full-epochs", type=float, default=defaults.full_epochs, help="(default: %(default)s)"
-    )
-    fine.add_argument(
-        "--full-steps", type=int, default=defaults.full_steps, help="steps; overrides epochs when > 0"
-    )
-    fine.add_argument("--full-lr", type=float, default=defaults.full_lr, help="(default: %(default)s)")
-    fine.add_argument(
-        "--lora-epochs", type=float, default=defaults.lora_epochs, help="(default: %(default)s)"
-    )
-    fine.add_argument(
-        "--lora-steps", type=int, default=defaults.lora_steps, help="steps; overrides epochs when > 0"
-    )
-    fine.add_argument("--lora-lr", type=float, default=defaults.lora_lr, help="(default: %(default)s)")
-    fine.add_argument("--lora-r", type=int, default=defaults.lora_r, help="LoRA rank (default: %(default)s)")
-    fine.add_argument(
-        "--lora-alpha", type=int, default=defaults.lora_alpha, help="LoRA alpha (default: %(default)s)"
-    )
-
-    dec = parser.add_argument_group("decoding defaults written to every generation_config.json")
-    dec.add_argument("--num-beams", type=int, default=defaults.num_beams, help="(default: %(default)s)")
-    dec.add_argument(
-        "--no-repeat-ngram-size",
-        type=int,
-        default=defaults.no_repeat_ngram_size,
-        help="(default: %(default)s)",
-    )
-    dec.add_argument(
-        "--repetition-penalty", type=float, default=defaults.repetition_penalty, help="(default: %(default)s)"
-    )
-    dec.add_argument(
-        "--length-penalty", type=float, default=defaults.length_penalty, help="(default: %(default)s)"
-    )
-    dec.add_argument(
-        "--max-new-tokens", type=int, default=defaults.max_new_tokens, help="(default: %(default)s)"
-    )
-    dec.add_argument(
-        "--min-new-tokens", type=int, default=defaults.min_new_tokens, help="(default: %(default)s)"
-    )
-
-    ev = parser.add_argument_group("evaluation report")
-    ev.add_argument("--eval-split", default=defaults.eval_split, help="split to score (default: %(default)s)")
-    ev.add_argument(
-        "--eval-limit", type=int, default=None, help="score only the first N dialogues (default: all)"
-    )
-    ev.add_argument("--skip-eval", action="store_true", help="build the models without the report")
-    return parser
 
 
-def options_from_args(args: argparse.Namespace) -> MiniOptions:
-    """Map parsed arguments onto :class:`MiniOptions` (same names, dashes as underscores)."""
-    values = vars(args)
-    output = values.pop("output")
-    if output is None:
-        from core.config import load_config
-
-        output = str(Path(load_config(preset="mini").checkpoints) / "mini")
-    return MiniOptions(output=str(Path(output).expanduser().absolute()), **values)
+def parse_options(argv: Sequence[str] | None = None) -> MiniOptions:
+    """Parse the command line into :class:`MiniOptions` (not yet validated)."""
+    (options,) = build_parser().parse_args_into_dataclasses(args=argv)
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    options = parse_options(argv)
     try:
-        options = options_from_args(args).validate()
+        options.validate()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     record = build(options)
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in record["seconds"].items())
-    print(f"mini preset built in {record['total_seconds']:.0f} s ({parts}) -> {options.output}")
+    print(f"mini preset built in {record['total_seconds']:.0f} s ({parts}) -> {record['output']}")
     for name, scores in record.get("rouge", {}).items():
         print(f"  {name:>8}: ROUGE-1 {scores['rouge1']:.3f}  ROUGE-L {scores['rougeL']:.3f}")
     return 0

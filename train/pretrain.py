@@ -1,12 +1,16 @@
-"""T5 span-corruption pre-training of a small T5 from scratch (the mini preset's ``original``).
+"""Pre-training of a small T5 from scratch (the mini preset's ``original``).
 
-transformers ships T5's span-corruption collator only for Flax, in an example script, so
-:class:`SpanCorruptionCollator` re-implements it for PyTorch: random noise spans of the input
-are replaced by sentinels ``<extra_id_N>`` and the target lists the sentinels each followed by
-the tokens they hid (Raffel et al. 2020, section 3.1.4). A *mixture* of denoisers (UL2-style:
-short spans at 15 %, long spans at a high rate) can be given; long spans make the decoder
-write whole phrases from the encoder's context, and dialogues repeat their names and topic
-words, so it learns to copy from the input - what summaries need later.
+Two kinds of examples are mixed in one ``Trainer`` run:
+
+- T5 span corruption on dialogue text: transformers ships T5's span-corruption collator only
+  for Flax, in an example script, so :class:`SpanCorruptionCollator` re-implements it for
+  PyTorch: random noise spans are replaced by sentinels ``<extra_id_N>`` and the target lists
+  the sentinels each followed by the tokens they hid (Raffel et al. 2020, section 3.1.4). A
+  mixture of denoisers can be given; a denoiser marked ``full`` asks for the whole text back.
+  Span corruption teaches the language of the dialogues, but its targets are sentinel-led
+  fragments that a decoder can mostly guess without reading the input.
+- instruction pairs (``train.tasks``): whole-phrase targets that can only be written by reading
+  the dialogue, which is what teaches the decoder to copy from the encoder.
 
 Everything else is transformers' machinery: ``T5ForConditionalGeneration`` trained with the
 ``Trainer``; the model is saved with ``save_pretrained`` (safetensors).
@@ -62,7 +66,7 @@ class Denoiser:
 
 
 # T5's own objective (15 %, spans of 3) plus a long-span denoiser that forces phrase writing.
-DEFAULT_DENOISERS: tuple[Denoiser, ...] = (Denoiser(0.15, 3.0, 1.0), Denoiser(0.5, 8.0, 1.0))
+DEFAULT_DENOISERS: tuple[Denoiser, ...] = (Denoiser(0.15, 3.0, 1.0),)
 
 
 def parse_denoisers(spec: str) -> tuple[Denoiser, ...]:
@@ -172,6 +176,9 @@ class SpanCorruptionCollator:
         pairs = []
         for feature in features:
             ids = list(feature["input_ids"])
+            if feature.get("labels"):  # an instruction pair: already (input, target), no noise
+                pairs.append((ids, list(feature["labels"])))
+                continue
             denoiser = self.denoisers[int(self._rng.choice(len(self.denoisers), p=self._weights))]
             mask = random_spans_noise_mask(
                 len(ids), denoiser.noise_density, denoiser.mean_span_length, self._rng
@@ -193,6 +200,20 @@ def _pad(rows: list[list[int]], value: int, multiple: int | None) -> torch.Tenso
     if multiple:
         width = math.ceil(width / multiple) * multiple
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def tokenize_pairs(
+    tokenizer: Any,
+    pairs: Sequence[tuple[str, str]],
+    max_source_length: int = 512,
+    max_target_length: int = 64,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids (with EOS) of instruction pairs; inputs and targets cut at their maximum length."""
+    if not pairs:
+        return [], []
+    inputs = tokenizer([p[0] for p in pairs], truncation=True, max_length=max_source_length)["input_ids"]
+    targets = tokenizer(text_target=[p[1] for p in pairs], truncation=True, max_length=max_target_length)
+    return inputs, targets["input_ids"]
 
 
 def chunk_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -281,6 +302,12 @@ class PretrainOptions:
     quiet: bool = False  # no progress bars
     generation_defaults: dict | None = None  # written to the output's generation_config.json
     data_source_label: str = "knkarthick/dialogsum"  # what arena.json and the card record
+    # Instruction pairs (train.tasks) mixed with the span-corruption windows, and how many times
+    # the windows are repeated in that mixture (the pairs outnumber them otherwise).
+    tasks: Sequence[tuple[str, str]] = ()
+    denoise_repeat: int = 1
+    max_source_length: int = 512  # instruction inputs (a whole dialogue and its instruction)
+    max_target_length: int = 64
 
 
 def save_model(model: Any, tokenizer: Any, out_dir: str | Path, dtype: str = "bfloat16") -> None:
@@ -309,10 +336,20 @@ def pretrain(texts: Sequence[str], tokenizer: Any, options: PretrainOptions) -> 
     chunks = chunk_texts(tokenizer, texts, options.max_length)
     if not chunks:
         raise ValueError("no pre-training text: every text was empty or shorter than 8 tokens")
+    task_inputs, task_targets = tokenize_pairs(
+        tokenizer, options.tasks, options.max_source_length, options.max_target_length
+    )
     model = build_model(tokenizer, options.size, options.seed)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("pre-training a %.1fM-parameter T5 on %d windows", total / 1e6, len(chunks))
-    dataset = Dataset.from_dict({"input_ids": chunks})
+    windows = chunks * max(1, options.denoise_repeat)
+    logger.info(
+        "pre-training a %.1fM-parameter T5 on %d windows and %d instruction pairs",
+        total / 1e6, len(windows), len(task_inputs),
+    )  # fmt: skip
+    # Empty labels mark a window for the collator to corrupt; pairs carry their own target.
+    dataset = Dataset.from_dict(
+        {"input_ids": windows + task_inputs, "labels": [[] for _ in windows] + task_targets}
+    )
     args = TrainingArguments(
         output_dir=str(Path(options.output_dir) / "_trainer"),
         per_device_train_batch_size=options.batch_size,
@@ -355,7 +392,9 @@ def pretrain(texts: Sequence[str], tokenizer: Any, options: PretrainOptions) -> 
     ]
     meta = {
         "method": "pretrained",
-        "objective": "T5 span corruption (denoising), trained from scratch",
+        "objective": "T5 span corruption (denoising)"
+        + (" + dialogue instruction tasks (train.tasks)" if task_inputs else "")
+        + ", trained from scratch",
         "denoisers": [asdict(d) for d in options.denoisers],
         "base_model": None,
         "architecture": {**asdict(options.size), "vocab_size": len(tokenizer)},
@@ -364,7 +403,9 @@ def pretrain(texts: Sequence[str], tokenizer: Any, options: PretrainOptions) -> 
         "trainable_percent": 100.0,
         "size_on_disk_bytes": weights_size_bytes(out),
         "storage_dtype": options.save_dtype,
-        "examples": len(chunks),
+        "examples": len(windows) + len(task_inputs),
+        "denoising_windows": len(windows),
+        "instruction_pairs": len(task_inputs),
         "texts": len(texts),
         "max_length": options.max_length,
         "steps": int(result.global_step),
