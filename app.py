@@ -36,6 +36,7 @@ from core.config import (
 from core.inputs import InputError, join_references, parse_settings
 from core.model_cards import model_cards
 from core.service import FRESH_EVAL_RANGE, ArenaService
+from core.vote_sync import votes_storage_note
 
 logger = logging.getLogger("arena.app")
 
@@ -341,6 +342,7 @@ def human_tab(service: ArenaService, demo: gr.Blocks) -> None:
         "### Leaderboard (live preset)\nWin rate with a Wilson 95% interval; Bradley-Terry strength "
         "fitted from the pairwise preferences the votes imply (strengths sum to 1)."
     )
+    gr.Markdown(votes_storage_note(service.config), elem_id="votes-storage")  # durable here or not
     board_rows, csv_path = board_values(service)
     leaderboard = gr.Dataframe(
         value=board_rows, headers=list(view.LEADERBOARD_COLUMNS), interactive=False, elem_id="leaderboard"
