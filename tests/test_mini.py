@@ -88,6 +88,7 @@ TINY_BUILD = [
     "--max-length", "64", "--pretrain-steps", "3", "--pretrain-batch-size", "4",
     "--train-limit", "8", "--batch-size", "4", "--full-steps", "2", "--lora-steps", "2",
     "--eval-limit", "3", "--max-new-tokens", "6", "--seed", "1", "--threads", "1", "--quiet",
+    "--tasks",  # the instruction stage too (with DREAM when ../shared/dream is there)
 ]  # fmt: skip
 
 
@@ -116,6 +117,7 @@ def test_build_writes_a_complete_preset(tiny_build: Path) -> None:
         assert (tiny_build / name / "README.md").is_file(), name
     original = json.loads((tiny_build / "original" / "arena.json").read_text(encoding="utf-8"))
     assert original["method"] == "pretrained" and original["steps"] == 3
+    assert original["instruction_pairs"] > 0 and original["denoising_windows"] > 0
     for name in ("predictions.csv", "summary.json", "report.md", "rouge.png"):
         assert (tiny_build / "eval" / name).is_file(), name
     summary = json.loads((tiny_build / "eval" / "summary.json").read_text(encoding="utf-8"))

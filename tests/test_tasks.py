@@ -88,8 +88,8 @@ def test_build_tasks_is_deterministic_for_a_seed() -> None:
 
 
 def test_mini_flags_come_from_the_options_dataclass() -> None:
-    options = parse_options(["--pretrain-steps", "7", "--no-tasks", "--holdout", "50", "--dream", ""])
-    assert options.pretrain_steps == 7 and options.tasks is False and options.holdout == 50
+    options = parse_options(["--pretrain-steps", "7", "--tasks", "--holdout", "50", "--dream", ""])
+    assert options.pretrain_steps == 7 and options.tasks is True and options.holdout == 50
     assert options.dream == ""
     assert parse_options([]).pretrain_steps == MiniOptions().pretrain_steps  # one set of defaults
     assert parse_options(["--pretrain_steps", "9"]).pretrain_steps == 9  # both spellings

@@ -36,6 +36,7 @@ from train.metadata import (
     CARD_FILE,
     hardware_description,
     library_versions,
+    loss_history,
     weights_size_bytes,
 )
 
@@ -385,11 +386,7 @@ def pretrain(texts: Sequence[str], tokenizer: Any, options: PretrainOptions) -> 
     for key, value in (options.generation_defaults or {}).items():
         setattr(model.generation_config, key, value)
     save_model(model, tokenizer, out, options.save_dtype)
-    losses = [
-        {"step": int(row["step"]), "loss": float(row["loss"])}
-        for row in trainer.state.log_history
-        if "loss" in row
-    ]
+    losses = loss_history(trainer.state.log_history)
     meta = {
         "method": "pretrained",
         "objective": "T5 span corruption (denoising)"
