@@ -10,6 +10,7 @@ from core.config import (
     choose_preset,
     ensure_offline_if_unreachable,
     load_config,
+    missing_checkpoint_hint,
     preset_models,
 )
 
@@ -139,3 +140,33 @@ def test_reachable_hub_stays_online(tmp_path: Path, monkeypatch) -> None:
     config = load_config({"ARENA_CHECKPOINTS": str(tmp_path)}, preset="flan-t5-base")
     assert ensure_offline_if_unreachable(config) is False
     assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_the_hub_probe_decides_only_a_first_run(tmp_path: Path) -> None:
+    """Checkpoints on disk or a requested preset decide without asking; only a first run probes."""
+    calls: list[str] = []
+
+    def online() -> bool:
+        calls.append("probe")
+        return True
+
+    assert choose_preset(tmp_path, {"ARENA_PRESET": "mini"}, hub_online=online)[0] == "mini"
+    assert choose_preset(tmp_path, {"ARENA_LORA": "me/lora"}, hub_online=online)[0] == "flan-t5-base"
+    assert calls == []
+    preset, reason = choose_preset(tmp_path, {}, hub_online=online)
+    assert (preset, calls) == ("flan-t5-base", ["probe"])
+    assert "python -m train.full --bf16" in reason and "ARENA_PRESET=mini" in reason
+    assert choose_preset(tmp_path, {}, hub_online=lambda: False)[0] == "mini"
+
+
+def test_missing_fine_tunes_at_the_default_location_name_their_command(tmp_path: Path) -> None:
+    config = load_config({"ARENA_CHECKPOINTS": str(tmp_path)}, preset="flan-t5-base")
+    assert missing_checkpoint_hint(config, "lora") == (
+        f"not trained yet: `python -m train.lora --bf16` writes it to {tmp_path / 'flan-t5-base' / 'lora'} "
+        "(README: Train your own)"
+    )
+    assert missing_checkpoint_hint(config, "original") is None
+    elsewhere = load_config({"ARENA_CHECKPOINTS": str(tmp_path)}, preset="flan-t5-base", full="/x/full")
+    assert missing_checkpoint_hint(elsewhere, "full") is None  # configured elsewhere: its own error says
+    _make_checkpoint(tmp_path / "flan-t5-base" / "lora", "adapter_config.json")
+    assert missing_checkpoint_hint(config, "lora") is None
