@@ -19,6 +19,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
@@ -55,8 +59,11 @@ PRIVATE: dict[str, Any] = {"api_visibility": "private"}  # UI events; the API is
 
 
 def user_error(err: Exception) -> gr.Error:
-    """A message for the person (or client) who sent the request; no traceback in the log."""
-    return gr.Error(str(err), print_exception=False)
+    """A message for the person (or client) who sent the request; no traceback in the log.
+
+    Paths in it are made project-relative: a visitor never sees the server's layout.
+    """
+    return gr.Error(view.scrub_paths(err), print_exception=False)
 
 
 def session_of(service: ArenaService, request: gr.Request | None) -> str:
@@ -104,16 +111,22 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
             )
             with gr.Accordion("Generation settings", open=False):
                 with gr.Row():
-                    max_tokens_box = gr.Number(
-                        value=config.generation.max_new_tokens,
-                        precision=0,
+                    # Empty = the server's / model's default, said by the placeholder. Text boxes,
+                    # not gr.Number: gradio 6's number box always shows (and sends) 0 when empty.
+                    max_tokens_box = gr.Textbox(
+                        value="",
+                        placeholder=view.default_placeholder(config.generation.max_new_tokens),
                         label=f"Max new tokens ({MAX_NEW_TOKENS_RANGE[0]}-{MAX_NEW_TOKENS_RANGE[1]})",
+                        lines=1,
+                        max_lines=1,
                         elem_id="max-new-tokens",
                     )
-                    beams_box = gr.Number(
-                        value=config.generation.num_beams,
-                        precision=0,
-                        label=f"Beams ({NUM_BEAMS_RANGE[0]}-{NUM_BEAMS_RANGE[1]}; empty = model default)",
+                    beams_box = gr.Textbox(
+                        value="",
+                        placeholder=view.default_placeholder(config.generation.num_beams),
+                        label=f"Beams ({NUM_BEAMS_RANGE[0]}-{NUM_BEAMS_RANGE[1]})",
+                        lines=1,
+                        max_lines=1,
                         elem_id="num-beams",
                     )
                 gr.Markdown("Deterministic decoding; results are cached per model, dialogue and settings.")
@@ -173,10 +186,15 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
             pick_note: "",
         }
 
-    def dialogue_edited(remembered: str | None) -> dict[Any, Any]:
-        """Once the text is no longer the picked example, its reference no longer applies."""
+    def dialogue_edited(text: str, remembered: str | None) -> dict[Any, Any]:
+        """Once the text is no longer the picked example, its id and reference no longer apply."""
         if not remembered:
             return {}
+        try:
+            if service.example(remembered).dialogue == text:
+                return {}  # the example was just picked (this change is its text arriving)
+        except InputError:
+            pass
         note = "Your own dialogue: the reference was cleared (type one to get ROUGE)."
         return {example_pick: None, reference_box: "", selected: None, pick_note: note}
 
@@ -190,7 +208,10 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
                 result = results.get(name)
                 values[summary] = result.summary if result else ""
                 values[scores] = view.result_markdown(result, pending=pending)
-                values[overlap] = view.overlap_value(result)
+                # No shared words to show (no reference, no summary yet, an empty one): the panel
+                # is hidden rather than left large and empty.
+                spans = view.overlap_value(result)
+                values[overlap] = gr.update(value=spans, visible=spans is not None)
             return values
 
         try:
@@ -212,8 +233,9 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
     picked = [dialogue_box, reference_box, selected, pick_note]
     example_pick.input(pick_example, example_pick, picked, **PRIVATE)
     random_button.click(random_example, None, [example_pick, *picked], **PRIVATE)
-    dialogue_box.input(
-        dialogue_edited, selected, [example_pick, reference_box, selected, pick_note],
+    # .change, not .input: gradio's textbox sends no input event for a paste (Ctrl+V).
+    dialogue_box.change(
+        dialogue_edited, [dialogue_box, selected], [example_pick, reference_box, selected, pick_note],
         queue=False, trigger_mode="always_last", show_progress="hidden", **PRIVATE,
     )  # fmt: skip
     summarize_button.click(
@@ -269,26 +291,60 @@ def benchmark_tab(service: ArenaService) -> None:
             FRESH_EVAL_RANGE[0], FRESH_EVAL_RANGE[1], value=10, step=1, label="Dialogues (N)", scale=3
         )
         fresh_button = gr.Button("Run a fresh evaluation", scale=1, elem_id="fresh-eval")
+    # Progress is written where the visitor looks, under the button (gradio's own bar overlays
+    # the outputs, which are empty or hidden until the run ends).
+    fresh_status = gr.Markdown("", elem_id="fresh-status")
     fresh_caption = gr.Markdown("", elem_id="fresh-caption")
-    fresh_table = gr.Dataframe(headers=view.BENCHMARK_COLUMNS, interactive=False, wrap=True, visible=False)
+    fresh_table = gr.Dataframe(
+        headers=view.BENCHMARK_COLUMNS, interactive=False, wrap=True, visible=False, elem_id="fresh-table"
+    )
     fresh_plot = gr.Plot(show_label=False, visible=False)
 
-    def fresh_evaluation(n: Any, progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:  # noqa: B008 - gradio's idiom
-        # The bar follows core.generation.summarize_all's batches (the report's own loop).
-        try:
-            report = service.fresh_evaluation(n, progress=lambda frac, desc: progress(frac, desc=desc))
-        except InputError as err:
-            raise user_error(err) from err
-        return {
-            fresh_caption: view.benchmark_caption(report),
-            fresh_table: gr.update(value=view.benchmark_rows(report), visible=True),
-            fresh_plot: gr.update(value=charts.benchmark_figure(report), visible=True),
-        }
+    def fresh_evaluation(n: Any) -> Iterator[dict[Any, Any]]:
+        """Stream the run's progress (the report's own generation loop), then its table and chart."""
+        yield {fresh_status: view.progress_line(0.0, "starting"), fresh_caption: ""}
+        start = time.perf_counter()
+        for kind, value in run_with_progress(lambda progress: service.fresh_evaluation(n, progress=progress)):
+            if kind == "progress":
+                yield {fresh_status: view.progress_line(*value)}
+                continue
+            if isinstance(value, InputError):
+                yield {fresh_status: f"✗ {view.md_escape(value)}"}
+                return
+            if isinstance(value, BaseException):
+                logger.error("fresh evaluation failed", exc_info=value)
+                yield {fresh_status: f"✗ Unexpected error: {view.md_escape(value)}"}
+                return
+            yield {
+                fresh_status: f"✓ Done in {view.format_seconds(time.perf_counter() - start)}.",
+                fresh_caption: view.benchmark_caption(value),
+                fresh_table: gr.update(value=view.benchmark_rows(value), visible=True),
+                fresh_plot: gr.update(value=charts.benchmark_figure(value), visible=True),
+            }
 
     fresh_button.click(
-        fresh_evaluation, fresh_n, [fresh_caption, fresh_table, fresh_plot],
-        concurrency_limit=1, concurrency_id="generate", **PRIVATE,
+        fresh_evaluation, fresh_n, [fresh_status, fresh_caption, fresh_table, fresh_plot],
+        concurrency_limit=1, concurrency_id="generate", show_progress="hidden", **PRIVATE,
     )  # fmt: skip
+
+
+def run_with_progress(work: Callable[[Callable[[float, str], None]], Any]) -> Iterator[tuple[str, Any]]:
+    """Run ``work(progress)`` in a thread; yield ``("progress", (fraction, text))`` as it reports,
+    then one ``("result", value)`` (the return value, or the exception it raised)."""
+    updates: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def target() -> None:
+        try:
+            updates.put(("result", work(lambda fraction, text: updates.put(("progress", (fraction, text))))))
+        except Exception as err:  # noqa: BLE001 - handed to the caller, which shows and logs it
+            updates.put(("result", err))
+
+    threading.Thread(target=target, name="arena-progress", daemon=True).start()
+    while True:
+        kind, value = updates.get()
+        yield kind, value
+        if kind == "result":
+            return
 
 
 # ---------------------------------------------------------------------------- Human evaluation
@@ -300,7 +356,7 @@ def board_values(service: ArenaService) -> tuple[list[list[Any]], str | None]:
         return view.leaderboard_rows(service.leaderboard()), service.export_votes_csv()
     except InputError as err:
         logger.error("%s", err)
-        gr.Warning(str(err))
+        gr.Warning(view.scrub_paths(err))
         return [], None
 
 
@@ -576,14 +632,14 @@ def build_demo(service: ArenaService) -> gr.Blocks:
     statuses = service.model_status()
     # Vote exports are copied into gradio's cache; sweep files older than an hour, every hour.
     with gr.Blocks(title="Dialogue-summary arena", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(
-            "# Dialogue-summary arena\n"
-            "Flan-T5 **before fine-tuning**, after a **full fine-tune** and with **LoRA**, side by side on "
-            "[DialogSum](https://huggingface.co/datasets/knkarthick/dialogsum) dialogues, scored with ROUGE."
-        )
+        gr.Markdown(view.page_intro(service.config.preset), elem_id="page-intro")
         gr.Markdown(
             view.preset_banner(service.config, statuses, service.examples_error), elem_id="preset-banner"
         )
+        how_to = view.readme_section(view.REAL_MODELS_SECTION)
+        if service.config.preset != "flan-t5-base" and how_to:
+            with gr.Accordion("How to get the real models (README: Train your own)", open=False):
+                gr.Markdown(how_to, elem_id="real-models")
         with gr.Tabs():
             with gr.Tab("Compare", id="compare"):
                 compare_tab(service, statuses)

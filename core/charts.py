@@ -35,7 +35,7 @@ def loss_figure(cards: Mapping[str, ModelCard]) -> Any:
             plotted = True
     axes.set_xlabel("training step")
     axes.set_ylabel("training loss")
-    axes.set_title("Training loss")
+    axes.set_title("Fine-tuning loss (summaries)")
     axes.grid(alpha=0.3)
     if plotted:
         axes.legend()

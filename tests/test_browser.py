@@ -32,6 +32,7 @@ CHROMIUM_ARGS = [
 SCREENSHOT = PROJECT_ROOT / "docs" / "compare.png"
 MINI = PROJECT_ROOT / "checkpoints" / "mini"
 TIMEOUT_MS = 90_000
+SETTING_FIELD = "{0} input, {0} textarea"  # a generation-settings box's text field
 
 
 def _chromium_or_skip() -> str:
@@ -66,7 +67,11 @@ def page(browser_url: str):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Clipboard access: a test pastes the way a visitor does (Ctrl+V).
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 1000}, permissions=["clipboard-read", "clipboard-write"]
+            )
+            page = context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(browser_url)
             page.wait_for_selector("#summarize")
@@ -79,8 +84,21 @@ def _value(page, selector: str) -> str:
     return page.locator(f"{selector} textarea").first.input_value()
 
 
+def _open_settings(page) -> None:
+    if not page.locator(SETTING_FIELD.format("#num-beams")).is_visible():
+        page.get_by_text("Generation settings").click()
+    page.wait_for_selector(SETTING_FIELD.format("#num-beams"), state="visible")
+
+
 def test_compare_in_the_browser(page) -> None:
-    assert "Live preset" in page.locator("#preset-banner").inner_text()
+    banner = page.locator("#preset-banner").inner_text()
+    assert "mini" in banner and "not Flan-T5" in banner
+    # Opened and left untouched, the settings boxes are empty and say they mean the default.
+    _open_settings(page)
+    for box in ("#num-beams", "#max-new-tokens"):
+        field = page.locator(SETTING_FIELD.format(box))
+        assert field.input_value() == "", f"{box} shows {field.input_value()!r}, not empty"
+        assert "default" in (field.get_attribute("placeholder") or "")
     before = _value(page, "#dialogue")
     page.click("#random-example")
     page.wait_for_function(
@@ -97,6 +115,9 @@ def test_compare_in_the_browser(page) -> None:
         assert _value(page, f"#summary-{name}").strip(), f"{name} produced no summary"
         scores = page.locator(f"#scores-{name}").inner_text()
         assert "R-Lsum" in scores and "ROUGE F1" in scores
+        # Original and LoRA share one generate call: their time is said to be shared.
+        assert ("one batched call" in scores) == (name != "full"), scores
+    assert "must be" not in page.locator("#compare-notice").inner_text()
     if os.environ.get("ARENA_SCREENSHOT"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         # The picture once every column's overlap panel shows its words and the fonts are in.
@@ -111,16 +132,25 @@ def test_compare_in_the_browser(page) -> None:
 def test_pasted_dialogue_has_no_reference_and_no_rouge(page) -> None:
     page.get_by_role("tab", name="Compare").click()
     pasted = "#Person1#: Are you coming tonight?\n#Person2#: Yes, at eight."
-    box = page.locator("#dialogue textarea")
-    box.fill(pasted[:-1])
-    box.press_sequentially(pasted[-1])  # a real keystroke: gradio's .input listens to those
+    page.evaluate("text => navigator.clipboard.writeText(text)", pasted)
+    page.locator("#dialogue textarea").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Control+V")  # pasted, as a visitor does: no keystroke per character
+    page.wait_for_function("text => document.querySelector('#dialogue textarea').value === text", arg=pasted)
     page.wait_for_function("() => document.querySelector('#reference textarea').value === ''")
+    # The picker no longer names the example the text came from.
+    page.wait_for_function("() => document.querySelector('#example-pick input').value === ''")
     page.click("#summarize")
     for name in MODEL_NAMES:
         page.wait_for_function(
             "id => document.querySelector('#scores-' + id).innerText.includes('no reference')", arg=name
         )
         assert "R-1" not in page.locator(f"#scores-{name}").inner_text()
+        # No reference, no shared words: the overlap panels are gone, not left large and empty.
+        page.wait_for_function(
+            "id => { const el = document.querySelector('#overlap-' + id); return !el || !el.offsetParent; }",
+            arg=name,
+        )
 
 
 def test_blind_vote_reveals_identities(page) -> None:
@@ -138,3 +168,48 @@ def test_blind_vote_reveals_identities(page) -> None:
     labels = " ".join(page.locator(f"#battle-{x}").inner_text() for x in "ABC")
     assert all(MODEL_LABELS[m] in labels for m in MODEL_NAMES)
     assert page.locator("#leaderboard").inner_text().count("%") >= 3
+
+
+def _visible_text(page) -> str:
+    return page.locator("body").inner_text()
+
+
+def test_no_tab_shows_an_absolute_server_path(page, tiny_checkpoints) -> None:
+    roots = {str(PROJECT_ROOT), str(Path(tiny_checkpoints["full"]).parent.parent)}
+    for tab in ("Compare", "Benchmark", "Human evaluation", "Models"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_function(
+            "name => [...document.querySelectorAll('[role=tab]')].some("
+            "t => t.innerText.includes(name) && t.getAttribute('aria-selected') === 'true')",
+            arg=tab,
+        )
+        text = _visible_text(page)
+        leaks = [root for root in roots if root in text]
+        assert not leaks, f"{tab} tab shows {leaks}"
+    page.get_by_role("tab", name="Models").click()
+    table = page.locator("#models-table").inner_text()
+    assert "Final fine-tuning loss" in table and "Final pre-training loss (other task)" in table
+
+
+def test_fresh_evaluation_shows_its_progress_where_the_visitor_looks(page) -> None:
+    page.get_by_role("tab", name="Benchmark").click()
+    page.wait_for_selector("#fresh-eval", state="visible")
+    # Record every text the status line shows, and whether it had a height when it did.
+    page.evaluate(
+        """() => {
+            window.freshSeen = [];
+            const el = document.querySelector('#fresh-status');
+            new MutationObserver(() => window.freshSeen.push(
+                [el.innerText, el.getBoundingClientRect().height]
+            )).observe(el, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    page.click("#fresh-eval")
+    page.wait_for_function("() => document.querySelector('#fresh-status').innerText.includes('Done')")
+    seen = page.evaluate("() => window.freshSeen")
+    progress = [height for text, height in seen if "%" in text and "summarized" in text]
+    assert progress and all(h > 0 for h in progress), seen
+    caption = page.locator("#fresh-caption").inner_text()
+    # Random tiny models cannot beat a fixed sentence: the caption says so in words.
+    assert "trivial baselines" in caption, caption
+    assert page.locator("#fresh-table").is_visible()
