@@ -354,7 +354,11 @@ def report_markdown(summary: Mapping[str, Any], labels: Mapping[str, str] | None
             "| | own | shuffled | gap | reads its input |",
             "|---|---|---|---|---|",
         ]
-        for name, row in use.items():
+        in_model_order = [n for n in summary["models"] if n in use] + [
+            n for n in use if n not in summary["models"]
+        ]
+        for name in in_model_order:
+            row = use[name]
             verdict = "yes" if row["reads_input"] else "no"
             lines.append(
                 f"| {labels.get(name, name)} | {row['own_loss']['mean']:.3f} | "
