@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ import gradio as gr
 
 from core import charts
 from core import presentation as view
+from core.api_shapes import BattleAnswer, CompareAnswer, LeaderboardRow, VoteAnswer
 from core.config import (
     MAX_NEW_TOKENS_RANGE,
     MODEL_LABELS,
@@ -558,12 +560,20 @@ def models_tab(service: ArenaService) -> None:
 # ---------------------------------------------------------------------------- API
 
 
+def resolved(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with its annotations evaluated: gradio reads an endpoint's return type from
+    ``inspect.signature``, which leaves this module's postponed (string) annotations as strings."""
+    fn.__annotations__ = typing.get_type_hints(fn)
+    return fn
+
+
 def register_api(service: ArenaService) -> None:
-    """The four named endpoints; gradio_client reads their signatures and docstrings."""
+    """The named endpoints; gradio_client reads their signatures and docstrings, and the "Use via
+    API" page their return types (:mod:`core.api_shapes`), so it shows the JSON, not "Any"."""
 
     def api_compare(
         dialogue: str, reference: str = "", max_new_tokens: int | None = None, num_beams: int | None = None
-    ) -> dict:
+    ) -> CompareAnswer:
         """Summarize a dialogue with all three models and score them against the reference(s).
 
         Args:
@@ -577,7 +587,7 @@ def register_api(service: ArenaService) -> None:
         except InputError as err:
             raise user_error(err) from err
 
-    def api_battle(request: gr.Request) -> dict:
+    def api_battle(request: gr.Request) -> BattleAnswer:
         """Start a blind battle: a DialogSum dialogue and three anonymous summaries A, B, C."""
         try:
             battle = service.new_battle(session_of(service, request))
@@ -585,7 +595,7 @@ def register_api(service: ArenaService) -> None:
             raise user_error(err) from err
         return service.battle_json(battle)
 
-    def api_vote(token: str, choice: str, ranking: str = "") -> dict:
+    def api_vote(token: str, choice: str, ranking: str = "") -> VoteAnswer:
         """Vote once for a battle: choice is "A", "B", "C" or "none"; ranking optional ("B>A>C").
 
         Args:
@@ -598,17 +608,27 @@ def register_api(service: ArenaService) -> None:
         except InputError as err:
             raise user_error(err) from err
 
-    def api_leaderboard() -> list:
+    def api_leaderboard() -> list[LeaderboardRow]:
         """Per model: battles voted on, wins, win rate with a Wilson 95% CI, Bradley-Terry strength."""
         try:
             return service.leaderboard()
         except InputError as err:
             raise user_error(err) from err
 
-    gr.api(api_compare, api_name="compare", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
-    gr.api(api_battle, api_name="battle", concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate")
-    gr.api(api_vote, api_name="vote")
-    gr.api(api_leaderboard, api_name="leaderboard")
+    gr.api(
+        resolved(api_compare),
+        api_name="compare",
+        concurrency_limit=GENERATE_CONCURRENCY,
+        concurrency_id="generate",
+    )
+    gr.api(
+        resolved(api_battle),
+        api_name="battle",
+        concurrency_limit=GENERATE_CONCURRENCY,
+        concurrency_id="generate",
+    )
+    gr.api(resolved(api_vote), api_name="vote")
+    gr.api(resolved(api_leaderboard), api_name="leaderboard")
 
     def api_agreement(metric: str = "") -> dict:
         """ROUGE versus people over the stored votes: best-pick agreement and Kendall tau with 95% CIs.

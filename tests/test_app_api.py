@@ -23,6 +23,21 @@ def test_named_endpoints_are_exactly_the_documented_ones(gradio_client) -> None:
     assert set(api["named_endpoints"]) == {"/compare", "/battle", "/vote", "/leaderboard", "/agreement"}
 
 
+def test_api_docs_show_each_endpoints_json_shape_not_any(gradio_client) -> None:
+    """The "Use via API" page (and view_api) describe what the README promises, field by field."""
+    api = gradio_client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    shown = {
+        name: api[name]["returns"][0]["python_type"]["type"]
+        for name in ("/compare", "/battle", "/vote", "/leaderboard")
+    }
+    for fields in ("preset: str", "summary: str", "rouge1: float", "error: None | str", "timed_out: bool"):
+        assert fields in shown["/compare"], shown["/compare"]
+    assert "token: str" in shown["/battle"] and "A: str" in shown["/battle"]
+    assert "ok: bool" in shown["/vote"] and "revealed: dict(A: str" in shown["/vote"]
+    assert shown["/leaderboard"].startswith("list[dict(model: str, votes: int")
+    assert not any(t in ("Any", "Dict[Any, Any]", "List[Any]") for t in shown.values()), shown
+
+
 def test_compare_returns_three_summaries_and_scores(gradio_client) -> None:
     dialogue = "#Person1#: Where are you going?\n#Person2#: To the bank, I need to pay my rent."
     result = gradio_client.predict(dialogue, "#Person2# goes to the bank to pay rent.", api_name="/compare")
@@ -31,7 +46,7 @@ def test_compare_returns_three_summaries_and_scores(gradio_client) -> None:
     for entry in result["models"].values():
         assert entry["error"] is None and entry["summary"].strip()
         assert set(entry["rouge"]) == set(ROUGE_TYPES)
-        assert entry["seconds"] >= 0
+        assert entry["seconds"] >= 0 and entry["timed_out"] is False
     unscored = gradio_client.predict(dialogue, "", api_name="/compare")
     assert all(entry["rouge"] is None for entry in unscored["models"].values())
 
