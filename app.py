@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import asyncio
 import logging
 import queue
 import threading
@@ -39,7 +40,7 @@ from core.config import (
     ensure_offline_if_unreachable,
     load_config,
 )
-from core.inputs import InputError, join_references, parse_settings
+from core.inputs import InputError, client_address, join_references, parse_settings
 from core.model_cards import model_cards
 from core.service import FRESH_EVAL_RANGE, ArenaService
 from core.vote_sync import votes_storage_note
@@ -54,6 +55,10 @@ logger = logging.getLogger("arena.app")
 GENERATE_CONCURRENCY = 2
 LIGHT_CONCURRENCY = 16
 QUEUE_MAX_SIZE = 512
+# Fairness: one client (an address, see core.inputs.client_address) may have at most this many
+# generation jobs queued or running at once; more are refused at once with a message, so one
+# client cannot fill the queue that everyone shares.
+QUEUED_PER_CLIENT = 3
 MAX_UPLOAD = "1mb"  # gradio's upload route exists in every app; this one needs no uploads
 RANKINGS = ("A > B > C", "A > C > B", "B > A > C", "B > C > A", "C > A > B", "C > B > A")
 ALL_BAD = "All bad"
@@ -644,6 +649,60 @@ def register_api(service: ArenaService) -> None:
     gr.api(api_agreement, api_name="agreement")
 
 
+# ---------------------------------------------------------------------------- fairness
+
+
+def request_client(request: Any) -> str:
+    """The client address of a queued request (its peer, or the proxy's X-Forwarded-For)."""
+    peer = getattr(getattr(request, "client", None), "host", None)
+    headers = getattr(request, "headers", None) or {}
+    return client_address(peer, headers.get("x-forwarded-for"))
+
+
+def limit_queued_per_client(demo: gr.Blocks, limit: int, concurrency_id: str = "generate") -> None:
+    """Refuse a client's ``concurrency_id`` job while it already has ``limit`` queued or running.
+
+    gradio has no per-client bound, so the queue's ``push`` (where gradio itself refuses a full
+    queue) is wrapped: the count is read from the queue's own events each time, so nothing can
+    drift when a job ends, fails or is cancelled. The refusal is an HTTP 400 whose message the
+    page shows as is (a 503 would show only gradio's generic "busy" text).
+    """
+    from gradio import route_utils
+
+    queue_ = demo._queue
+    push = queue_.push
+    checking = asyncio.Lock()  # check and enqueue as one step: two quick calls can't both slip in
+
+    def held_by(client: str) -> int:
+        waiting = queue_.event_queue_per_concurrency_id.get(concurrency_id)
+        events = list(waiting.queue) if waiting is not None else []
+        events += [e for job in queue_.active_jobs if job for e in job]
+        return sum(
+            1 for e in events if e.concurrency_id == concurrency_id and request_client(e.request) == client
+        )
+
+    async def limited_push(body: Any, request: Any, username: str | None) -> tuple[bool, Any, str]:
+        try:
+            fn = route_utils.get_fn(demo, None, body)
+        except Exception:  # noqa: BLE001 - gradio's own push answers a bad request
+            return await push(body, request, username)
+        if fn.concurrency_id != concurrency_id:
+            return await push(body, request, username)
+        async with checking:
+            if held_by(request_client(request)) >= limit:
+                logger.info("refused a %s job: its client already holds %d", concurrency_id, limit)
+                return False, TOO_MANY.format(limit=limit), "error"
+            return await push(body, request, username)
+
+    queue_.push = limited_push  # type: ignore[method-assign]
+
+
+TOO_MANY = (
+    "You already have {limit} summaries being generated or waiting; this server is shared, so "
+    "please wait for one of them to finish, then try again."
+)
+
+
 # ---------------------------------------------------------------------------- the page
 
 
@@ -708,6 +767,7 @@ def main() -> None:
     ensure_offline_if_unreachable(config)  # before any model load: never wait on an unreachable Hub
     demo = build_demo(ArenaService.from_config(config))
     demo.queue(default_concurrency_limit=LIGHT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    limit_queued_per_client(demo, QUEUED_PER_CLIENT)
     # server_name / server_port unset: gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
     # run_history=False: pasted dialogues are not kept in the visitor's browser storage.
     # max_file_size: the app takes no files, but gradio's /gradio_api/upload route is always

@@ -11,6 +11,13 @@ after which it stops and reports what it has):
    used tokens are sent again, which must all be refused.
 4. The votes database is checked: stored vs sent, duplicates, and that every stored vote is
    one the app acknowledged (same shown order and choice).
+5. Fairness: one client sends ``--flood`` long ``/compare`` calls at once while another sends
+   one. The app bounds what one client may have queued or running (``app.QUEUED_PER_CLIENT``):
+   the flood's excess must be refused at once with a message saying why, and the other
+   client must still be served.
+
+Each simulated client has its own address, sent as ``X-Forwarded-For`` the way a reverse
+proxy does (the app trusts that header only from a loopback or private peer).
 
 A request refused because the app's queue is full (HTTP 503, gradio's "Queue is full") is
 counted as *refused-busy* and retried with backoff, up to ``--retries`` times.
@@ -52,6 +59,7 @@ logger = logging.getLogger("bench.load")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 BUSY_STATUS = 503  # gradio answers a full queue with 503 "Queue is full. Max size is N ..."
+LIMITED_STATUS = 400  # the app's per-client bound refuses with 400 and a message (app.py)
 CHOICES = ("A", "B", "C", "none")
 RANKINGS = ("A>B>C", "A>C>B", "B>A>C", "B>C>A", "C>A>B", "C>B>A")
 
@@ -73,6 +81,8 @@ class LoadOptions:
     votes_db: str | None = None
     data: str | None = None
     seed: int = 0
+    flood: int = 8  # phase 5: /compare calls one client sends at once (0 = skip the phase)
+    flood_tokens: int = 256  # long summaries, so that the flood's calls overlap
 
 
 @dataclass
@@ -84,6 +94,7 @@ class PhaseStats:
     refused_busy: int = 0
     gave_up_busy: int = 0
     rejected: int = 0  # answered with an error message (expected for replays)
+    limited: int = 0  # refused because this client already had too many jobs (phase 5)
     errors: int = 0  # anything else: transport failures, timeouts, unexpected payloads
     seconds: float = 0.0
     messages: collections.Counter = field(default_factory=collections.Counter)
@@ -103,6 +114,8 @@ class LoadReport:
     battles: PhaseStats
     votes: PhaseStats
     replays: PhaseStats
+    fairness: PhaseStats = field(default_factory=PhaseStats)  # the flooding client's calls
+    bystander: PhaseStats = field(default_factory=PhaseStats)  # the other client's call
     votes_sent: int = 0
     votes_acknowledged: int = 0
     votes_stored: int | None = None
@@ -128,6 +141,8 @@ class LoadReport:
             "battles": self.battles.as_json(),
             "votes": self.votes.as_json(),
             "replays": self.replays.as_json(),
+            "fairness": self.fairness.as_json(),
+            "bystander": self.bystander.as_json(),
             "votes_sent": self.votes_sent,
             "votes_acknowledged": self.votes_acknowledged,
             "votes_stored": self.votes_stored,
@@ -145,6 +160,15 @@ class Rejected(Exception):
     """The app answered with an error message (a gr.Error)."""
 
 
+class Limited(Exception):
+    """The app refused the call at once: this client already has too many jobs (HTTP 400)."""
+
+
+def client_address(k: int, block: int = 18) -> str:
+    """A distinct simulated client address (198.18.0.0/15 is reserved for benchmarks)."""
+    return f"198.{block}.{k // 256 % 256}.{k % 256}"
+
+
 def require_loopback(url: str) -> str:
     """Return ``url`` normalised with a trailing slash; refuse anything but loopback."""
     parsed = urlparse(url)
@@ -153,19 +177,26 @@ def require_loopback(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-async def call(client: httpx.AsyncClient, url: str, name: str, payload: dict[str, Any]) -> Any:
+async def call(
+    client: httpx.AsyncClient, url: str, name: str, payload: dict[str, Any], address: str | None = None
+) -> Any:
     """One named-endpoint call through gradio's HTTP API (``/gradio_api/call/v2/<name>``).
 
     Returns the endpoint's value; raises :class:`Busy` for a full queue and
-    :class:`Rejected` with the app's message for a ``gr.Error``.
+    :class:`Rejected` with the app's message for a ``gr.Error``, :class:`Limited` when the app
+    refuses the call because this client (``address``, sent as ``X-Forwarded-For``) has too
+    many jobs already.
     """
     # ASCII JSON (\uXXXX escapes): any text a client can send arrives, lone surrogates included.
     body = json.dumps(payload, ensure_ascii=True)
-    response = await client.post(
-        f"{url}gradio_api/call/v2/{name}", content=body, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if address:
+        headers["X-Forwarded-For"] = address
+    response = await client.post(f"{url}gradio_api/call/v2/{name}", content=body, headers=headers)
     if response.status_code == BUSY_STATUS:
         raise Busy(response.json().get("detail", "queue is full"))
+    if response.status_code == LIMITED_STATUS:
+        raise Limited(str(response.json().get("detail", "refused")))
     response.raise_for_status()
     event_id = response.json()["event_id"]
     event = None
@@ -190,6 +221,7 @@ async def call_with_retries(
     payload: dict[str, Any],
     rng: random.Random,
     retry_rejected: int = 0,
+    address: str | None = None,
 ) -> Any:
     """``call`` that retries busy refusals with jittered backoff; updates ``stats``.
 
@@ -200,7 +232,7 @@ async def call_with_retries(
     busy_refusals = 0
     while True:
         try:
-            result = await call(client, options.url, name, payload)
+            result = await call(client, options.url, name, payload, address)
         except Busy as busy:
             stats.refused_busy += 1
             stats.messages[f"busy: {str(busy)[:60]}"] += 1
@@ -210,6 +242,10 @@ async def call_with_retries(
             await asyncio.sleep(min(5.0, 0.2 * 2**busy_refusals) * (0.5 + rng.random()))
             busy_refusals += 1
             continue
+        except Limited as err:
+            stats.limited += 1
+            stats.messages[f"limited: {str(err)[:70]}"] += 1
+            return None
         except Rejected as err:
             stats.messages[str(err)[:80]] += 1
             if retry_rejected > 0:
@@ -258,7 +294,7 @@ async def _run(options: LoadOptions, report: LoadReport) -> list[tuple[str, str,
                 result = await call_with_retries(
                     client, options, report.compare, "compare",
                     {"dialogue": dialogues[k * options.compare_requests + j], "reference": "", **settings},
-                    rng,
+                    rng, address=client_address(k),
                 )  # fmt: skip
                 if result is not None:
                     models = result.get("models", {}) if isinstance(result, dict) else {}
@@ -277,13 +313,14 @@ async def _run(options: LoadOptions, report: LoadReport) -> list[tuple[str, str,
         logger.info("opening %d battles", options.votes)
         gate = asyncio.Semaphore(options.battle_concurrency)
 
-        async def open_battle() -> dict[str, Any] | None:
+        async def open_battle(k: int) -> dict[str, Any] | None:
             async with gate:
                 return await call_with_retries(
-                    client, options, report.battles, "battle", {}, rng, retry_rejected=5
-                )
+                    client, options, report.battles, "battle", {}, rng, retry_rejected=5,
+                    address=client_address(k, block=19),
+                )  # fmt: skip
 
-        battles = await _timed(report.battles, [open_battle() for _ in range(options.votes)])
+        battles = await _timed(report.battles, [open_battle(k) for k in range(options.votes)])
         tokens = [b["token"] for b in battles if isinstance(b, dict) and b.get("token")]
 
         logger.info("sending %d votes at once", len(tokens))
@@ -318,7 +355,28 @@ async def _run(options: LoadOptions, report: LoadReport) -> list[tuple[str, str,
                 for t, c, _ in replayed
             ],
         )
+        if options.flood:
+            await _fairness(client, options, report, rng, dialogues[0] if dialogues else FLOOD_DIALOGUE)
     return acknowledged
+
+
+FLOOD_DIALOGUE = "#Person1#: Shall we meet at noon?\n#Person2#: Yes, at the station."
+
+
+async def _fairness(
+    client: httpx.AsyncClient, options: LoadOptions, report: LoadReport, rng: random.Random, dialogue: str
+) -> None:
+    """Phase 5: one client floods ``/compare`` while another sends one call."""
+    flooder, bystander = "198.20.0.1", "198.20.0.2"
+    logger.info("fairness: one client sends %d /compare calls at once", options.flood)
+
+    async def one(k: int, stats: PhaseStats, address: str) -> Any:
+        payload = {"dialogue": f"{dialogue}\n#Person1#: ({k})", "reference": "",
+                   "max_new_tokens": options.flood_tokens}  # fmt: skip
+        return await call_with_retries(client, options, stats, "compare", payload, rng, address=address)
+
+    flood = [one(k, report.fairness, flooder) for k in range(options.flood)]
+    await _timed(report.fairness, [*flood, one(-1, report.bystander, bystander)])
 
 
 def _stored_votes(path: str, after_id: int) -> list[tuple[str, str, str | None, str]]:
@@ -360,6 +418,16 @@ def _check(report: LoadReport, options: LoadOptions, acknowledged: list, before:
             )
     if report.replays.answered:
         problems.append(f"{report.replays.answered} replayed (used) tokens were accepted again")
+    if options.flood:
+        fair, other = report.fairness, report.bystander
+        if not fair.limited:
+            problems.append(f"one client sent {options.flood} calls at once and none was refused")
+        if fair.answered + fair.limited != options.flood or fair.errors:
+            problems.append(f"flood: {fair.answered} answered + {fair.limited} refused of {options.flood}")
+        if any(m.startswith("limited:") and "already have" not in m for m in fair.messages):
+            problems.append(f"a refusal did not say why: {dict(fair.messages)}")
+        if other.answered != 1:
+            problems.append(f"another client was not served during the flood: {dict(other.messages)}")
     if report.votes_sent != options.votes:
         problems.append(f"only {report.votes_sent} of {options.votes} battles could be opened")
     if options.votes_db:
@@ -434,13 +502,14 @@ def format_report(report: LoadReport) -> str:
         f"load test against {report.url} ({report.seconds:.1f} s{', TIMED OUT' if report.timed_out else ''})"
     ]
     lines.append(
-        f"{'phase':<9}{'sent':>6}{'answered':>10}{'busy':>7}{'gave up':>9}{'rejected':>10}{'errors':>8}{'s':>8}"
+        f"{'phase':<10}{'sent':>6}{'answered':>10}{'busy':>7}{'gave up':>9}{'rejected':>10}{'limited':>9}"
+        f"{'errors':>8}{'s':>8}"
     )
-    for name in ("compare", "battles", "votes", "replays"):
+    for name in ("compare", "battles", "votes", "replays", "fairness", "bystander"):
         s: PhaseStats = getattr(report, name)
         lines.append(
-            f"{name:<9}{s.sent:>6}{s.answered:>10}{s.refused_busy:>7}{s.gave_up_busy:>9}{s.rejected:>10}"
-            f"{s.errors:>8}{s.seconds:>8.1f}"
+            f"{name:<10}{s.sent:>6}{s.answered:>10}{s.refused_busy:>7}{s.gave_up_busy:>9}{s.rejected:>10}"
+            f"{s.limited:>9}{s.errors:>8}{s.seconds:>8.1f}"
         )
     lines.append(
         f"votes: sent {report.votes_sent}, acknowledged {report.votes_acknowledged}, stored "
@@ -476,11 +545,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, help="summary length for the started app and /compare")
     parser.add_argument("--retries", type=int, default=8, help="retries of a request refused as busy")
     parser.add_argument("--time-cap", type=float, default=300.0, help="stop the run after this many seconds")
+    parser.add_argument(
+        "--flood",
+        type=int,
+        default=8,
+        help="fairness phase: /compare calls one client sends at once (0 = skip)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the report
-    for name in ("compare_clients", "compare_requests", "votes", "replays", "retries"):
+    for name in ("compare_clients", "compare_requests", "votes", "replays", "retries", "flood"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
 
@@ -490,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                 url=url, compare_clients=args.compare_clients, compare_requests=args.compare_requests,
                 votes=args.votes, replays=args.replays, battle_concurrency=max(1, args.battle_concurrency),
                 max_new_tokens=args.max_new_tokens, retries=args.retries, time_cap_s=args.time_cap,
-                votes_db=votes_db,
+                votes_db=votes_db, flood=args.flood,
             )
         )  # fmt: skip
 

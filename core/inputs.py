@@ -6,6 +6,7 @@ Every failure is an :class:`InputError` whose message can be shown to the user a
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Sequence
 
@@ -132,3 +133,26 @@ def anonymous_session_id(raw: str | None, salt: str) -> str:
     if not raw:
         return "api"
     return hashlib.sha256(f"{salt}:{raw}".encode()).hexdigest()[:16]
+
+
+def client_address(peer: str | None, forwarded_for: str | None = None) -> str:
+    """The address a request comes from, for per-client limits.
+
+    Behind a reverse proxy (a Space, nginx on the same host) every request arrives from the
+    proxy's loopback or private address, and the proxy appends the real client to
+    ``X-Forwarded-For``: its *last* entry is the one the proxy wrote (earlier ones are whatever
+    the client sent, so they are never trusted). A peer on a public address is the client.
+    """
+    if not peer:
+        return "unknown"
+    try:
+        direct = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if forwarded_for and (direct.is_loopback or direct.is_private):
+        last = forwarded_for.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError:
+            return peer
+    return peer

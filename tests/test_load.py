@@ -1,5 +1,5 @@
 """Concurrent users on loopback: every request answered (or refused as busy and retried), no vote
-lost or duplicated (issue 6).
+lost or duplicated (issue 6); one client cannot fill the queue (issue 11).
 
 The CI-sized run of ``bench/load.py``: 20 concurrent ``/compare`` clients and a burst of
 ``VOTES`` simultaneous ``/vote`` calls, each with its own battle token. ``python -m bench.load
@@ -18,6 +18,7 @@ from bench.load import LoadOptions, format_report, require_loopback, run_load
 COMPARE_CLIENTS = 20
 VOTES = 100  # the standalone script sends 500 by default; 100 keeps this test near 30 s on 2 cores
 REPLAYS = 20
+FLOOD = 8  # /compare calls one client sends at once (the app allows app.QUEUED_PER_CLIENT)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def test_concurrent_compares_and_a_vote_burst_lose_nothing(load_app) -> None:
             replays=REPLAYS,
             votes_db=load_app.votes_db,
             time_cap_s=240,
+            flood=FLOOD,
         )
     )
     print("\n" + format_report(report))  # the figures, visible with pytest -s
@@ -65,6 +67,14 @@ def test_concurrent_compares_and_a_vote_burst_lose_nothing(load_app) -> None:
     # A used token is refused every time, with the reason.
     assert report.replays.rejected == REPLAYS and report.replays.answered == 0
     assert all("already used" in message for message in report.replays.messages)
+    # Fairness: one client's flood is cut to the per-client bound, with a message; others are served.
+    from app import QUEUED_PER_CLIENT
+
+    assert report.fairness.sent == FLOOD and report.fairness.limited >= 1
+    assert report.fairness.answered >= QUEUED_PER_CLIENT
+    assert report.fairness.answered + report.fairness.limited == FLOOD
+    assert all(f"already have {QUEUED_PER_CLIENT}" in m for m in report.fairness.messages if "limited" in m)
+    assert report.bystander.answered == 1 and report.bystander.limited == 0
     assert report.ok, report.problems
     assert "Traceback" not in load_app.log_tail(1_000_000)  # refusals are messages, not crashes
 

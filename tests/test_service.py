@@ -458,3 +458,13 @@ def test_a_fine_tune_that_does_not_beat_the_baselines_is_called_out() -> None:
     raw["models"]["lora"] = stat(0.23)
     close = view.benchmark_caption(normalise_report(raw))
     assert "LoRA is not clearly better than the trivial baselines" in close
+
+
+def test_client_address_trusts_only_the_proxys_own_forwarded_entry() -> None:
+    from core.inputs import client_address
+
+    assert client_address("127.0.0.1", "6.6.6.6, 203.0.113.9") == "203.0.113.9"  # the proxy's entry
+    assert client_address("10.0.0.2", "203.0.113.9") == "203.0.113.9"  # a private proxy (a Space)
+    assert client_address("8.8.4.4", "1.2.3.4") == "8.8.4.4"  # a public peer is the client
+    assert client_address("127.0.0.1", "not an address") == "127.0.0.1"
+    assert client_address(None) == "unknown" and client_address("127.0.0.1") == "127.0.0.1"
