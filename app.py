@@ -259,26 +259,46 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------- Benchmark
 
 
-def report_view(service: ArenaService) -> tuple[str, list[list[Any]], Any]:
-    """Caption, table rows and chart of the live preset's evaluation report (or why there is none)."""
+def report_view(service: ArenaService) -> tuple[str, list[list[Any]], dict[str, Any]]:
+    """Caption, table rows and report (for the chart) of the live preset's evaluation (or why none)."""
     try:
         report = service.benchmark_report()
     except InputError as err:
-        return f"⚠ {view.md_escape(err)}", [], charts.benchmark_figure({})
+        return f"⚠ {view.md_escape(err)}", [], {}
     if report is None:
         return (
             f"No evaluation report for the `{service.config.preset}` preset yet. Run `python -m train.evaluate` "
             f"(it writes `{view.md_escape(service.config.report_dir.name)}/summary.json` next to the "
             "checkpoints), or run a quick fresh evaluation below.",
             [],
-            charts.benchmark_figure({}),
+            {},
         )
-    return view.benchmark_caption(report), view.benchmark_rows(report), charts.benchmark_figure(report)
+    return view.benchmark_caption(report), view.benchmark_rows(report), report
 
 
-def benchmark_tab(service: ArenaService) -> None:
+def lazy_plots(tab: gr.Tab, charts_: dict[gr.Plot, Callable[[], Any]]) -> None:
+    """Draw each plot when ``tab`` is first opened, once for every visitor.
+
+    Drawing at page build cost the cold start about 2 s (matplotlib's import and rendering);
+    the first page needs none of these charts. The drawn image is kept, so later visitors
+    only receive it.
+    """
+    lock = threading.Lock()
+    drawn: dict[gr.Plot, Any] = {}
+
+    def draw() -> dict[gr.Plot, Any]:
+        with lock:
+            for plot, make in charts_.items():
+                if plot not in drawn:
+                    drawn[plot] = plot.postprocess(make())
+            return dict(drawn)
+
+    tab.select(draw, None, list(charts_), show_progress="hidden", **PRIVATE)
+
+
+def benchmark_tab(service: ArenaService, tab: gr.Tab) -> None:
     """The Benchmark tab: the shipped report, and a small evaluation run on demand."""
-    caption, rows, figure = report_view(service)
+    caption, rows, report = report_view(service)
     gr.Markdown(caption, elem_id="report-caption")
     gr.Dataframe(
         value=rows,
@@ -288,7 +308,8 @@ def benchmark_tab(service: ArenaService) -> None:
         visible=bool(rows),
         elem_id="report-table",
     )
-    gr.Plot(figure, show_label=False, visible=bool(rows), elem_id="report-plot")
+    report_plot = gr.Plot(show_label=False, visible=bool(rows), elem_id="report-plot")
+    lazy_plots(tab, {report_plot: lambda: charts.benchmark_figure(report)})
     gr.Markdown(
         "### Fresh evaluation\nScores the three models now on the first *N* held-out dialogues "
         "(same scoring as `python -m train.evaluate`)."
@@ -405,7 +426,8 @@ def human_tab(service: ArenaService, demo: gr.Blocks) -> None:
         "### Leaderboard (live preset)\nWin rate with a Wilson 95% interval; Bradley-Terry strength "
         "fitted from the pairwise preferences the votes imply (strengths sum to 1)."
     )
-    gr.Markdown(votes_storage_note(service.config), elem_id="votes-storage")  # durable here or not
+    # durable here or not; the path relative to the project, as everywhere a visitor looks
+    gr.Markdown(view.scrub_paths(votes_storage_note(service.config)), elem_id="votes-storage")
     board_rows, csv_path = board_values(service)
     leaderboard = gr.Dataframe(
         value=board_rows, headers=list(view.LEADERBOARD_COLUMNS), interactive=False, elem_id="leaderboard"
@@ -548,7 +570,7 @@ def agreement_section(service: ArenaService, demo: gr.Blocks) -> None:
 # ---------------------------------------------------------------------------- Models
 
 
-def models_tab(service: ArenaService) -> None:
+def models_tab(service: ArenaService, tab: gr.Tab) -> None:
     """The Models tab: what each model is, what it cost to train and what it weighs."""
     cards = model_cards(service.config)
     try:
@@ -558,8 +580,11 @@ def models_tab(service: ArenaService) -> None:
     gr.Markdown(view.models_headline(cards, view.rouge_cost(report)), elem_id="models-headline")
     gr.Markdown(view.models_table(cards), elem_id="models-table")
     with gr.Row():
-        gr.Plot(charts.size_figure(cards), show_label=False)
-        gr.Plot(charts.loss_figure(cards), show_label=False)
+        size_plot = gr.Plot(show_label=False, elem_id="size-plot")
+        loss_plot = gr.Plot(show_label=False, elem_id="loss-plot")
+    lazy_plots(
+        tab, {size_plot: lambda: charts.size_figure(cards), loss_plot: lambda: charts.loss_figure(cards)}
+    )
 
 
 # ---------------------------------------------------------------------------- API
@@ -722,12 +747,12 @@ def build_demo(service: ArenaService) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Compare", id="compare"):
                 compare_tab(service, statuses)
-            with gr.Tab("Benchmark", id="benchmark"):
-                benchmark_tab(service)
+            with gr.Tab("Benchmark", id="benchmark") as tab:
+                benchmark_tab(service, tab)
             with gr.Tab("Human evaluation", id="human"):
                 human_tab(service, demo)
-            with gr.Tab("Models", id="models"):
-                models_tab(service)
+            with gr.Tab("Models", id="models") as tab:
+                models_tab(service, tab)
         register_api(service)
     return demo
 

@@ -7,6 +7,7 @@ through the app's own loader (``core.models.load_model_set``) and generation
 to 50 tokens:
 
   P1  peak RSS of the app's three-model set / one model alone          (goal <= 2.1)
+  P1A peak RSS with two extra LoRA adapters (ARENA_ADAPTERS) / without (goal <= 1.05)
   P2  all three summaries of one dialogue / one batch-1 generate       (goal <= 2.0)
   P3  one batch-1 generate / its physical floor measured in this run   (goal <= 1.6)
   P4  report throughput batched / one dialogue at a time               (goal >= 3)
@@ -39,9 +40,10 @@ from typing import Any
 
 from bench import report_steps
 
-FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
+FIGURES = ("P1", "P1A", "P2", "P3", "P4", "P5", "P6")
 GOALS = {
     "P1_memory_ratio": ("<=", 2.1),
+    "P1_adapters_memory_ratio": ("<=", 1.05),
     "P2_compare_ratio": ("<=", 2.0),
     "P3_floor_ratio": ("<=", 1.6),
     "P4_eval_speedup": (">=", 3.0),
@@ -199,6 +201,22 @@ def main(argv: list[str] | None = None) -> int:
             _row(rows, "P1 peak RSS, one model (GiB)", f"{one['peak_rss'] / GIB:.2f}", f"dtype {args.dtype}")
             _row(rows, "P1 peak RSS, three-model set (GiB)", f"{three['peak_rss'] / GIB:.2f}")
             _goal_row(rows, "P1_memory_ratio", figures["P1_memory_ratio"])
+
+        if "P1A" in only:
+            # Both sides load and summarize as the app does (every column in one mixed batch),
+            # each in a fresh process; the extra adapters have the preset LoRA's rank and targets.
+            made = run_worker("adapters", {**spec, "names": ["extra1", "extra2"]}, log)["adapters"]
+            names = ["original", "full", "lora"]
+            without = three if "P1" in only else run_worker("memory", {**spec, "names": names}, log)
+            extra = run_worker(
+                "memory", {**spec, "names": names + [n for n, _ in made], "adapters": made}, log
+            )
+            figures["P1_adapters_memory_ratio"] = extra["peak_rss"] / without["peak_rss"]
+            _row(rows, "P1A peak RSS, three-model set (GiB)", f"{without['peak_rss'] / GIB:.2f}")
+            _row(
+                rows, "P1A peak RSS, + two adapters (GiB)", f"{extra['peak_rss'] / GIB:.2f}", "r=32 q/v each"
+            )
+            _goal_row(rows, "P1_adapters_memory_ratio", figures["P1_adapters_memory_ratio"])
 
         if only & {"P2", "P3"}:
             lat = run_worker("latency", spec, log)

@@ -6,6 +6,7 @@ is only meaningful in a fresh process, which is why every task runs in one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ def _load(spec: dict[str, Any], names: tuple[str, ...], dtype: str | None = None
 
     checkpoints = _checkpoints(spec)
     config = checkpoints.config(dtype=dtype or spec["dtype"], threads=spec.get("threads"))
+    if spec.get("adapters"):  # extra adapters on the original's base, as ARENA_ADAPTERS adds them
+        config = dataclasses.replace(config, adapters=tuple((n, loc) for n, loc in spec["adapters"]))
     model_set = load_model_set(config, names=names)
     if model_set.errors:
         raise RuntimeError(f"benchmark models failed to load: {model_set.errors}")
@@ -241,8 +244,31 @@ def task_train(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def task_adapters(spec: dict[str, Any]) -> dict[str, Any]:
+    """Write the extra LoRA adapters P1's adapter figure loads (``spec['names']``), once.
+
+    Same rank, targets and dtype as the preset's own LoRA (``bench.fixtures.LORA_RANK``), each
+    with other random weights, on the base-shape original.
+    """
+    from transformers import T5ForConditionalGeneration
+
+    from bench.fixtures import LORA_ALPHA, LORA_RANK, save_lora_adapter
+
+    original = Path(_checkpoints(spec).original)
+    made = []
+    for i, name in enumerate(spec["names"]):
+        directory = Path(spec["root"]) / "adapters" / name
+        if not (directory / "adapter_model.safetensors").is_file():
+            torch.manual_seed(100 + i)
+            base = T5ForConditionalGeneration.from_pretrained(original)
+            save_lora_adapter(base, directory, original, LORA_RANK, LORA_ALPHA, 0.02, 0.05)
+        made.append([name, str(directory)])
+    return {"adapters": made}
+
+
 TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "memory": task_memory,
+    "adapters": task_adapters,
     "latency": task_latency,
     "variant": task_variant,
     "eval": task_eval,

@@ -193,3 +193,43 @@ class BattleStore:
                 break
             del self._open[token]
             self._retire(token, self._expired_message())
+
+
+class FairDraw:
+    """Which three of N models a battle shows: the least-drawn first, ties broken at random.
+
+    Over time every model is drawn equally often (counts never differ by more than one among
+    models drawn from the same pool), so each gets the same number of chances to win; with
+    exactly three models every battle shows all three. Counts start from the stored votes
+    (:meth:`seed`), so the balance survives a restart. Thread-safe.
+    """
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.SystemRandom()
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.seeded = False
+
+    def seed(self, shown: Sequence[Sequence[str]]) -> None:
+        """Count the models of battles already shown (e.g. each stored vote's ``order_shown``)."""
+        with self._lock:
+            for models in shown:
+                for model in models:
+                    self._counts[model] = self._counts.get(model, 0) + 1
+            self.seeded = True
+
+    def draw(self, models: Sequence[str], k: int = len(LETTERS)) -> tuple[str, ...]:
+        """``k`` of ``models``, the least drawn so far first (random among equals), and count them."""
+        if len(set(models)) < k:
+            raise ValueError(f"a battle needs {k} different models, got {len(set(models))}")
+        with self._lock:
+            keyed = sorted(dict.fromkeys(models), key=lambda m: (self._counts.get(m, 0), self._rng.random()))
+            chosen = tuple(keyed[:k])
+            for model in chosen:
+                self._counts[model] = self._counts.get(model, 0) + 1
+        return chosen
+
+    def counts(self) -> dict[str, int]:
+        """How often each model was drawn (seeded counts included)."""
+        with self._lock:
+            return dict(self._counts)

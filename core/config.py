@@ -24,12 +24,15 @@ Environment variables (all optional):
 ``ARENA_VOTES_REPO``    Hub dataset (``owner/name``) every vote is also appended to (``core.vote_sync``)
 ``ARENA_CHECKPOINTS``   root of ``checkpoints/`` (default: the project's own)
 ``ARENA_AGREEMENT_METRIC``  ROUGE variant set against the votes (``core.agreement``; default rougeL)
+``ARENA_ADAPTERS``      extra LoRA adapters on the original's base: ``name=location,...``
+                        (directory or Hub repo id each); one extra column per name
 ======================  ==========================================================
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
@@ -39,11 +42,23 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAMES: tuple[str, ...] = ("original", "full", "lora")
-MODEL_LABELS: dict[str, str] = {
-    "original": "Original",
-    "full": "Full fine-tune",
-    "lora": "LoRA",
-}
+
+
+class _Labels(dict):
+    """Display names; an extra adapter (``ARENA_ADAPTERS``) is shown as "LoRA <its name>"."""
+
+    def __missing__(self, name: str) -> str:
+        return f"LoRA {name}"
+
+
+MODEL_LABELS: dict[str, str] = _Labels(
+    {
+        "original": "Original",
+        "full": "Full fine-tune",
+        "lora": "LoRA",
+    }
+)
+ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")  # also a peft adapter name and a JSON key
 PRESETS: tuple[str, ...] = ("flan-t5-base", "mini")
 # Where a Hugging Face Space mounts its persistent storage; tests pass another root.
 SPACE_PERSISTENT_ROOT = Path("/data")
@@ -126,6 +141,13 @@ class ArenaConfig:
     votes_db: str = str(PROJECT_ROOT / "data" / "votes.sqlite")
     checkpoints: str = str(PROJECT_ROOT / "checkpoints")
     agreement_metric: str = "rougeL"  # rouge1, rouge2, rougeL or rougeLsum
+    adapters: tuple[tuple[str, str], ...] = ()  # extra LoRA adapters: (name, location), in order
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every column served: the three models, then each extra adapter."""
+        return MODEL_NAMES + tuple(name for name, _ in self.adapters)
+
     votes_repo: str = ""  # Hub dataset the votes are also appended to; "" = none
     persistent_root: str | None = None  # writable persistent storage found (a Space's /data), if any
 
@@ -318,8 +340,33 @@ def load_config(
         votes_repo=env.get("ARENA_VOTES_REPO", "").strip(),
         persistent_root=str(storage) if storage else None,
         agreement_metric=_agreement_metric(env),
+        adapters=parse_adapters(env.get("ARENA_ADAPTERS", "")),
     )
     return config
+
+
+def parse_adapters(raw: str) -> tuple[tuple[str, str], ...]:
+    """``"r4=checkpoints/mini/lora-r4,r8=owner/repo"`` -> ``(("r4", ...), ("r8", ...))``.
+
+    Names are short identifiers (letters, digits, ``_``, ``-``), unique and none of the three
+    models' names; ``ValueError`` says which entry is wrong.
+    """
+    adapters: list[tuple[str, str]] = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        name, sep, location = (x.strip() for x in entry.partition("="))
+        if not sep or not location:
+            raise ValueError(f"ARENA_ADAPTERS entry {entry!r} must be name=location")
+        if not ADAPTER_NAME.match(name) or name in MODEL_NAMES or name.startswith("__"):
+            raise ValueError(
+                f"ARENA_ADAPTERS name {name!r} must be a short identifier (letters, digits, _ or -, "
+                f"starting with a letter) other than {', '.join(MODEL_NAMES)}"
+            )
+        if name in dict(adapters):
+            raise ValueError(f"ARENA_ADAPTERS names {name!r} twice")
+        adapters.append((name, location))
+    return tuple(adapters)
 
 
 def _agreement_metric(env: dict[str, str]) -> str:
@@ -370,7 +417,7 @@ def ensure_offline_if_unreachable(config: ArenaConfig) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         _set_offline()
         return True
-    locations = [*config.models.as_dict().values(), config.data]
+    locations = [*config.models.as_dict().values(), config.data, *(loc for _, loc in config.adapters)]
     if all(is_local_path(loc) for loc in locations) or not hub_reachable():
         _set_offline()
         return True

@@ -21,7 +21,7 @@ from core.checkpoints import (
     read_metadata,
     weights_size_bytes,
 )
-from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig
+from core.config import MODEL_LABELS, ArenaConfig
 from core.models import ModelLoadError, adapter_config
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _float(value: Any) -> float | None:
 
 def card_for(name: str, location: str, base_location: str | None = None) -> ModelCard:
     """Build one model's card from its ``arena.json``, falling back to its files."""
-    card = ModelCard(name=name, label=MODEL_LABELS.get(name, name), location=location)
+    card = ModelCard(name=name, label=MODEL_LABELS[name], location=location)
     directory = local_dir(location)
     hub = hub_location(location)
     if directory is None:
@@ -158,10 +158,11 @@ def card_for(name: str, location: str, base_location: str | None = None) -> Mode
 
 
 def model_cards(config: ArenaConfig) -> dict[str, ModelCard]:
-    """Cards for the preset's three models, in display order."""
-    locations = config.models.as_dict()
+    """Cards for the preset's three models, then each extra adapter (``ARENA_ADAPTERS``), in display order."""
+    locations = {**config.models.as_dict(), **dict(config.adapters)}
     return {
-        name: card_for(name, locations[name], base_location=locations["original"]) for name in MODEL_NAMES
+        name: card_for(name, locations[name], base_location=locations["original"])
+        for name in config.model_names
     }
 
 

@@ -340,6 +340,66 @@ def attach_lora(base: Any, adapter_dir: str, base_location: str) -> tuple[Any, s
     return peft_model.eval(), warning
 
 
+def _adapter_dir(location: str) -> str:
+    """An adapter's local directory (a Hub id fetched into the cache), checked to be complete."""
+    try:
+        directory = str(fetch_checkpoint(location))
+    except CheckpointNotFoundError as err:
+        raise ModelLoadError(str(err)) from err
+    _check_local_dir(directory, ("adapter_config.json",), "LoRA adapter")
+    if not any((Path(directory) / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise ModelLoadError(f"LoRA adapter at {directory} is incomplete: missing adapter_model.safetensors")
+    return directory
+
+
+def attach_adapters(
+    serving: Any,
+    base: Any,
+    adapters: tuple[tuple[str, str], ...],
+    base_location: str,
+    base_dir: str,
+) -> tuple[Any, dict[str, tuple[str, dict[str, Any], str | None]], dict[str, str]]:
+    """Load every extra adapter (``ARENA_ADAPTERS``) into the one peft model over ``base``.
+
+    Each becomes one more named adapter of the same in-memory model (``load_adapter``), so it
+    costs its own LoRA weights and no second copy of the base, and runs in the same mixed-adapter
+    batch as the original and the main LoRA. ``serving`` is that peft model, or ``base`` itself
+    when no adapter is attached yet. Returns ``(serving, loaded, errors)``: ``loaded`` maps a name
+    to ``(directory, generation defaults, warning)``; a failing adapter is an error, never raised.
+    """
+    from peft import PeftModel
+
+    loaded: dict[str, tuple[str, dict[str, Any], str | None]] = {}
+    errors: dict[str, str] = {}
+    for name, location in adapters:
+        try:
+            directory = _adapter_dir(location)
+            warning = adapter_base_warning(directory, base_location)
+            try:
+                if isinstance(serving, PeftModel):
+                    serving.load_adapter(
+                        directory, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
+                    )
+                else:
+                    serving = PeftModel.from_pretrained(
+                        base, directory, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
+                    )
+            except Exception as err:
+                raise ModelLoadError(
+                    f"LoRA adapter at {location} does not fit the base: {_describe(err)}"
+                ) from err
+            for part in ("lora_A", "lora_B"):
+                check_finite(serving, location, only=f"{part}.{name}.")
+            defaults = {**generation_defaults(base_dir, base), **generation_defaults(directory, base)}
+            loaded[name] = (directory, defaults, warning)
+        except ModelLoadError as err:
+            errors[name] = str(err)
+            logger.error("adapter %s unavailable: %s", name, err)
+            if isinstance(serving, PeftModel) and name in serving.peft_config:
+                serving.delete_adapter(name)  # a half-loaded adapter must not stay in the model
+    return serving.eval(), loaded, errors
+
+
 def fetch_locations(
     locations: dict[str, str], names: tuple[str, ...] = MODEL_NAMES
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -358,8 +418,11 @@ def fetch_locations(
     return dirs, errors
 
 
-def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) -> ModelSet:
-    """Load the preset's models; each failure is recorded in ``errors`` instead of raised."""
+def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) -> ModelSet:
+    """Load the preset's models (``names``; default: all of ``config.model_names``, the extra
+    adapters of ``ARENA_ADAPTERS`` included); each failure is recorded in ``errors``, not raised."""
+    names = tuple(config.model_names if names is None else names)
+    extra = tuple((n, loc) for n, loc in config.adapters if n in names)
     ensure_offline_if_unreachable(config)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -370,22 +433,24 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
     locations = config.models.as_dict()
     # Hub ids become their cached snapshot directories here; what cannot be fetched is that
     # column's error (and the original's is the LoRA column's too: it needs the base).
-    dirs, unfetched = fetch_locations(locations, names)
+    dirs, unfetched = fetch_locations(locations, names + (("original",) if extra else ()))
     for name, message in unfetched.items():
         result.errors[name] = message
         logger.error("%s unavailable: %s", name, message)
     if "original" in unfetched and "lora" in names:
         result.errors["lora"] = f"needs the original model: {unfetched['original']}"
+    for name, _ in extra if "original" in unfetched else ():
+        result.errors[name] = f"needs the original model: {unfetched['original']}"
 
     base = base_tokenizer = None
-    if ("original" in names or "lora" in names) and "original" in dirs:
+    if ("original" in names or "lora" in names or extra) and "original" in dirs:
         try:
             base_tokenizer = load_tokenizer(dirs["original"])
             base = load_seq2seq(dirs["original"], device, dtype)
             check_vocab(base_tokenizer, base, locations["original"])
         except ModelLoadError as err:
             base = None  # loaded but refused (e.g. by check_vocab): serve neither original nor lora
-            for name in ("original", "lora"):
+            for name in ("original", "lora", *(n for n, _ in extra)):
                 if name in names:
                     result.errors[name] = (
                         str(err) if name == "original" else f"needs the original model: {err}"
@@ -410,7 +475,17 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] = MODEL_NAMES) ->
                 if _has_lora_layers(base):  # a half-applied adapter must not leak into original
                     base = load_seq2seq(dirs["original"], device, dtype)
                 serving = base
-        if int8:  # after attach_lora: peft wraps only plain nn.Linear layers
+        if extra:
+            serving, adapters, failed = attach_adapters(
+                serving, base, extra, locations["original"], dirs["original"]
+            )
+            result.errors.update(failed)
+            for name, (_, defaults, adapter_warning) in adapters.items():
+                result.models[name] = LoadedModel(
+                    name, dict(extra)[name], serving, base_tokenizer, defaults, shared_lock,
+                    adapter_name=name, warning=adapter_warning,
+                )  # fmt: skip
+        if int8:  # after every adapter: peft wraps only plain nn.Linear layers
             quantize_decoder(serving)
         if "original" in names:
             try:

@@ -301,7 +301,7 @@ def _pre_training_loss(card: ModelCard) -> str:
 
 def models_table(cards: Mapping[str, ModelCard]) -> str:
     """All model cards as one Markdown table: one column per model, one row per fact."""
-    names = [n for n in MODEL_NAMES if n in cards]
+    names = [n for n in MODEL_NAMES if n in cards] + [n for n in cards if n not in MODEL_NAMES]  # + adapters
     facts: list[tuple[str, Any]] = [
         ("Method", lambda c: _fmt(c.method)),
         ("Base model", lambda c: f"`{md_escape(c.base_model, 80)}`" if c.base_model else "n/a"),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.agreement import AgreementReport, agreement, check_metric, detail_rows
-from core.battles import Battle, BattleError, BattleStore
+from core.battles import Battle, BattleError, BattleStore, FairDraw
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, GenerationSettings
 from core.data import DataError, Dialogue, find_dialogue, load_split
 from core.evaluation import build_report, score_table
@@ -42,7 +42,7 @@ from core.metrics import overlap_spans, rouge
 from core.models import ModelSet
 from core.prompt import clean_text
 from core.reports import normalise_report, read_report
-from core.votes import DuplicateVoteError, Vote, VoteStore, VoteStoreError
+from core.votes import DuplicateVoteError, Vote, VoteStore, VoteStoreError, check_choice_and_ranking
 
 __all__ = ["FRESH_EVAL_RANGE", "ArenaService", "InputError", "ModelResult"]
 
@@ -109,6 +109,8 @@ class ArenaService:
         self._examples_error: str | None = None
         self._examples_lock = threading.Lock()
         self._export_dir = Path(tempfile.mkdtemp(prefix="arena-exports-"))
+        self.model_names: tuple[str, ...] = config.model_names  # the three, then ARENA_ADAPTERS' names
+        self._draw = FairDraw(self._rng)
 
     @classmethod
     def from_config(cls, config: ArenaConfig) -> ArenaService:
@@ -126,7 +128,7 @@ class ArenaService:
 
     def model_status(self) -> dict[str, str]:
         """One line per model: loaded, loaded with a warning, or why it is unavailable."""
-        return {name: self.model_set.status(name) for name in MODEL_NAMES}
+        return {name: self.model_set.status(name) for name in self.model_names}
 
     def session_id(self, raw: str | None) -> str:
         return anonymous_session_id(raw, self._salt)
@@ -188,9 +190,10 @@ class ArenaService:
         )
 
     def summaries(
-        self, dialogue: str, settings: GenerationSettings, names: Sequence[str] = MODEL_NAMES
+        self, dialogue: str, settings: GenerationSettings, names: Sequence[str] | None = None
     ) -> Iterator[tuple[Summary, bool]]:
         """``(summary, from_cache)`` per model: cache hits first, then each model as it finishes."""
+        names = self.model_names if names is None else names
         digest = _digest(dialogue)
         keys = {name: self._cache_key(name, digest, settings) for name in names}
         missing = []
@@ -228,18 +231,22 @@ class ArenaService:
         results = {r.model: r for r in self.compare_stream(dialogue, reference, settings)}
         return {
             "preset": self.config.preset,
-            "models": {name: results[name].as_json() for name in MODEL_NAMES},
+            "models": {name: results[name].as_json() for name in self.model_names},
         }
 
     # -- battles ------------------------------------------------------------------------
 
     def new_battle(self, session_id: str = "api", settings: GenerationSettings | None = None) -> Battle:
-        """A blind battle on a random example; all three models must answer."""
+        """A blind battle on a random example; the three models drawn must all answer.
+
+        With more than three models (``ARENA_ADAPTERS``), three are drawn per battle, the
+        least-drawn first (:class:`core.battles.FairDraw`), so each is shown equally often.
+        """
         settings = settings or self.config.generation
         example = self.random_example()
         texts: dict[str, str] = {}
         failures = []
-        for summary, _ in self.summaries(example.dialogue, settings):
+        for summary, _ in self.summaries(example.dialogue, settings, names=self._draw_models()):
             problem = summary.error or ("empty summary" if not summary.text.strip() else None)
             if problem is None and summary.timed_out:
                 problem = "cut at the time limit (a blind battle compares finished summaries)"
@@ -280,11 +287,10 @@ class ArenaService:
         """
         letter = parse_choice(choice)
         letters = parse_ranking(ranking)
-        if letters is not None:
-            if letter == "none":
-                raise InputError('a full ranking contradicts "all bad"; send one or the other')
-            if letters[0] != letter:
-                raise InputError(f"the ranking puts {letters[0]} first but the best pick is {letter}")
+        try:
+            check_choice_and_ranking(letter, letters)
+        except ValueError as err:
+            raise InputError(str(err)) from err
         try:
             battle = self.battles.take(token)
         except BattleError as err:
@@ -326,7 +332,19 @@ class ArenaService:
             votes = self.votes.all(preset=self.config.preset)
         except VoteStoreError as err:
             raise InputError(f"the votes database is unavailable: {err}") from err
-        return [row.as_json() for row in standings(votes)]
+        return [row.as_json() for row in standings(votes, self.model_names)]
+
+    def _draw_models(self) -> tuple[str, ...]:
+        """The three models of the next battle (all three when there are only three)."""
+        if not self._draw.seeded:
+            try:
+                self._draw.seed([v.order_shown for v in self.votes.all(preset=self.config.preset)])
+            except VoteStoreError as err:  # the vote will fail and say so; the draw need not
+                logger.warning("battle draw starts without stored counts: %s", err)
+                self._draw.seed([])
+        working = [n for n in self.model_names if n in self.model_set.models]
+        # Fewer than three working: draw from all, so the battle's error names the broken ones.
+        return self._draw.draw(working if len(working) >= 3 else self.model_names)
 
     def agreement(self, metric: object = None) -> AgreementReport:
         """ROUGE against people on the live preset's votes (``metric``: default from the config)."""

@@ -187,6 +187,8 @@ def test_no_tab_shows_an_absolute_server_path(page, tiny_checkpoints) -> None:
         leaks = [root for root in roots if root in text]
         assert not leaks, f"{tab} tab shows {leaks}"
     page.get_by_role("tab", name="Models").click()
+    for plot in ("#size-plot", "#loss-plot"):  # drawn when the tab opens, not at start-up
+        page.wait_for_selector(f"{plot} img", state="visible")
     table = page.locator("#models-table").inner_text()
     assert "Final fine-tuning loss" in table and "Final pre-training loss (other task)" in table
 
