@@ -35,7 +35,6 @@ from core.api_shapes import BattleAnswer, CompareAnswer, LeaderboardRow, VoteAns
 from core.config import (
     MAX_NEW_TOKENS_RANGE,
     MODEL_LABELS,
-    MODEL_NAMES,
     NUM_BEAMS_RANGE,
     ensure_offline_if_unreachable,
     load_config,
@@ -144,7 +143,7 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
     notice = gr.Markdown("", elem_id="compare-notice")
     columns: dict[str, tuple[gr.Textbox, gr.Markdown, gr.HighlightedText]] = {}
     with gr.Row(equal_height=False):
-        for name in MODEL_NAMES:
+        for name in service.model_names:  # the three, then each ARENA_ADAPTERS adapter
             with gr.Column(elem_id=f"column-{name}", elem_classes=["model-column"]):
                 gr.Markdown(view.column_header(name, statuses[name]))
                 columns[name] = (
@@ -226,7 +225,7 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
             yield frame("*Summarizing with all three models…*", pending=True)
             for result in service.compare_stream(dialogue, reference, settings):
                 results[result.model] = result
-                yield frame("*Summarizing…*" if len(results) < len(MODEL_NAMES) else "", pending=True)
+                yield frame("*Summarizing…*" if len(results) < len(service.model_names) else "", pending=True)
         except InputError as err:
             yield frame(f"✗ {view.md_escape(err)}", pending=False)
             return
