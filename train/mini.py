@@ -310,7 +310,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
                 overwrite=True,
                 lora_r=options.lora_r,
                 lora_alpha=options.lora_alpha,
-                logging_steps=min(10, steps) if steps > 0 else 10,
+                logging_steps=0,  # TrainOptions: every 2% of the steps, so a short run still has a curve
                 generation_defaults=decoding,
                 data_source_label=data_label,
                 quiet=options.quiet,
