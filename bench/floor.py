@@ -50,6 +50,12 @@ def matmul_rate(dtype: torch.dtype = torch.float32, rows: int = 256, repeats: in
     return 2.0 * rows * 768 * 2048 / seconds
 
 
+def served_matmul_dtype(model: Any) -> torch.dtype:
+    """The dtype the one-time (encoder) matrix products run in: that of the encoder's weights."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return next(t.dtype for n, t in _tensors(inner.encoder) if t.dim() == 2 and "lora_" not in n)
+
+
 @dataclass(frozen=True)
 class ModelWork:
     """What one generate must move and compute, from a model's structure."""

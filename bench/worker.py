@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -69,25 +70,52 @@ def _one_model(model_set: Any, dialogue: str, name: str = "full") -> Callable[[]
     return run
 
 
+def current_rss_bytes() -> int:
+    """This process's resident set size now (``/proc/self/statm``, Linux)."""
+    pages = int(Path("/proc/self/statm").read_text(encoding="utf-8").split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def checkpoint_fp32_bytes(directory: Path) -> int:
+    """Bytes of a checkpoint's weights at fp32: its tensors' element counts from the safetensors
+    header (no tensor is read), times 4."""
+    from safetensors import safe_open
+
+    count = 0
+    with safe_open(str(directory / "model.safetensors"), framework="pt") as reader:
+        for key in reader.keys():  # noqa: SIM118 - safe_open is not iterable
+            count += math.prod(reader.get_slice(key).get_shape())
+    return 4 * count
+
+
 def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
-    """P1: load ``names`` as the app does, summarize one dialogue, report peak RSS."""
+    """P1: load ``names`` as the app does, summarize one dialogue, report peak RSS (load included)
+    and the fp32 bytes of one model's weights (the ``full`` checkpoint)."""
     from core.generation import summarize
 
     names = tuple(spec["names"])
     start = time.perf_counter()
     model_set = _load(spec, names)
     load_s = time.perf_counter() - start
+    load_rss, load_peak = current_rss_bytes(), peak_rss_bytes()
     dialogue = long_dialogue(spec["data"], next(iter(model_set.models.values())).tokenizer)
     results = list(summarize(model_set, dialogue, FORCED_SETTINGS, names=names))
     errors = [r.error for r in results if r.error]
     if errors:
         raise RuntimeError(errors[0])
-    return {"names": list(names), "peak_rss": peak_rss_bytes(), "load_s": load_s}
+    return {
+        "names": list(names),
+        "peak_rss": peak_rss_bytes(),
+        "load_s": load_s,
+        "load_rss": load_rss,
+        "load_peak_rss": load_peak,
+        "weights_fp32_bytes": checkpoint_fp32_bytes(Path(spec["root"]) / "full"),
+    }
 
 
 def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     """P2 + P3: all three summaries vs one batch-1 generate, and the measured physical floor."""
-    from bench.floor import floor_seconds, matmul_rate, memory_read_bandwidth, model_work
+    from bench.floor import floor_seconds, matmul_rate, memory_read_bandwidth, model_work, served_matmul_dtype
     from core.generation import summarize
 
     repeats = spec["repeats"]
@@ -112,16 +140,17 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(other_threads)  # the app's thread setting against the alternative
     single_other = statistics.median(_timed(one) for _ in range(max(1, repeats - 1)))
     # The floor is the machine's best: measured with one thread and with every core.
-    bandwidth = rate_fp32 = rate_bf16 = 0.0
+    # The one-time FLOPs run at the encoder's weight dtype (int8 is the decoder's, per token).
+    served_dtype = served_matmul_dtype(full.model)
+    bandwidth = rate_fp32 = rate_bf16 = served_rate = 0.0
     for count in sorted({1, cores}):
         torch.set_num_threads(count)
         bandwidth = max(bandwidth, memory_read_bandwidth())
         rate_fp32 = max(rate_fp32, matmul_rate(torch.float32))
         rate_bf16 = max(rate_bf16, matmul_rate(torch.bfloat16))
+        served_rate = max(served_rate, matmul_rate(served_dtype))
     torch.set_num_threads(threads)
     work = model_work(full.model, INPUT_TOKENS)
-    served_dtype = next(full.model.parameters()).dtype
-    served_rate = rate_bf16 if served_dtype == torch.bfloat16 else rate_fp32
     floor_fp32 = floor_seconds(work, OUTPUT_TOKENS, bandwidth, rate_fp32, 4.0)
     served_bytes_per_param = work.per_token_bytes_served / work.per_token_params
     floor_served = floor_seconds(work, OUTPUT_TOKENS, bandwidth, served_rate, served_bytes_per_param)
@@ -133,6 +162,8 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
         "bandwidth": bandwidth,
         "matmul_fp32": rate_fp32,
         "matmul_bf16": rate_bf16,
+        "matmul_served": served_rate,
+        "served_dtype": str(served_dtype).removeprefix("torch."),
         "work": work.as_dict(),
         "floor_fp32_s": floor_fp32,
         "floor_served_s": floor_served,

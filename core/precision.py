@@ -33,6 +33,8 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
+QUANTIZE_ROWS = 1024  # rows converted at a time (a 768-wide block: 3 MB at fp32)
+
 # Decoder projections that only ever see the encoder's states (hundreds of rows at once).
 DENSE_IN_DECODER = ("EncDecAttention.k", "EncDecAttention.v")
 
@@ -75,9 +77,16 @@ class Int8WeightLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
-        quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        weight = linear.weight.detach()
+        quantized = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+        scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+        # In row blocks: the whole layer at fp32 (lm_head: ~100 MB, times the temporaries) was
+        # the load's peak (P1). Each row's scale and rounding are the same as in one piece.
+        for start in range(0, weight.shape[0], QUANTIZE_ROWS):
+            block = weight[start : start + QUANTIZE_ROWS].float()
+            scale = (block.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+            quantized[start : start + QUANTIZE_ROWS] = torch.round(block / scale[:, None]).clamp(-127, 127)
+            scales[start : start + QUANTIZE_ROWS] = scale
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.register_buffer("weight", quantized.contiguous())
@@ -152,6 +161,8 @@ def read_safetensors(directory: Path, dtype: torch.dtype) -> dict[str, torch.Ten
             for key in reader.keys():  # noqa: SIM118 - safe_open is not iterable
                 tensor = reader.get_tensor(key)
                 state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                del tensor
+                _trim_heap()  # the fp32 read is freed: its pages go back before the next read
     return state
 
 

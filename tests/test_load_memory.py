@@ -61,3 +61,16 @@ def test_quantizing_frees_each_dense_layer(tiny_checkpoints) -> None:
     assert quantize_decoder(model) > 0
     gc.collect()
     assert dense() is None  # nothing kept the replaced layer (and its weight) alive
+
+
+def test_int8_row_blocks_equal_converting_the_layer_in_one_piece() -> None:
+    from core.precision import QUANTIZE_ROWS, Int8WeightLinear
+
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(64, 2 * QUANTIZE_ROWS + 7).to(torch.bfloat16)
+    weight = dense.weight.detach().float()
+    scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+    whole = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    blocked = Int8WeightLinear(dense)
+    assert torch.equal(blocked.weight, whole)
+    assert torch.equal(blocked.scales, scales.to(torch.bfloat16))
