@@ -8,13 +8,13 @@ it) so a shipped checkpoint never carries one machine's absolute paths.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.config import PROJECT_ROOT, is_local_path
+from core.jsonfile import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +50,11 @@ def weights_size_bytes(directory: str | Path) -> int:
 
 
 def read_metadata(directory: str | Path) -> dict[str, Any] | None:
-    """The ``arena.json`` of a checkpoint directory, or ``None`` when there is none (or it is broken)."""
-    path = Path(directory) / ARENA_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that aren't UTF-8
-        logger.warning("ignoring unreadable %s: %s", path, err)
-        return None
-    return data if isinstance(data, dict) else None
+    """The ``arena.json`` of a checkpoint directory, or ``None`` when there is none (or it is broken).
+
+    Metadata only decorates a page (cards, curves), so a broken file is a logged warning.
+    """
+    return read_json_object(Path(directory) / ARENA_FILE, on_error="warn")
 
 
 # ---------------------------------------------------------------------------- Hub-hosted checkpoints

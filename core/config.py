@@ -26,6 +26,8 @@ Environment variables (all optional):
 ``ARENA_AGREEMENT_METRIC``  ROUGE variant set against the votes (``core.agreement``; default rougeL)
 ``ARENA_ADAPTERS``      extra LoRA adapters on the original's base: ``name=location,...``
                         (directory or Hub repo id each); one extra column per name
+``ARENA_DREAM``         DREAM directory for the mini preset's pre-training (default:
+                        ``../shared/dream`` when present; empty = none)
 ======================  ==========================================================
 """
 
@@ -179,6 +181,18 @@ def default_data_source() -> str:
     """The local DialogSum copy beside the project if present, else the Hub mirror."""
     local = PROJECT_ROOT.parent / "shared" / "dialogsum"
     return str(local) if (local / "test.jsonl").is_file() else DEFAULT_HUB_DATA
+
+
+def default_dream_source() -> str:
+    """``ARENA_DREAM``, else the DREAM copy beside the project if present, else "" (none).
+
+    DREAM's dialogues and questions feed only the mini preset's pre-training (``train.mini``).
+    """
+    configured = os.environ.get("ARENA_DREAM")
+    if configured is not None:
+        return configured
+    local = PROJECT_ROOT.parent / "shared" / "dream"
+    return str(local) if (local / "dialogues.jsonl").is_file() else ""
 
 
 def is_local_path(location: str) -> bool:

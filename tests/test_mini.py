@@ -89,6 +89,7 @@ TINY_BUILD = [
     "--train-limit", "8", "--batch-size", "4", "--full-steps", "2", "--lora-steps", "2",
     "--eval-limit", "3", "--max-new-tokens", "6", "--seed", "1", "--threads", "1", "--quiet",
     "--tasks",  # the instruction stage too (with DREAM when ../shared/dream is there)
+    "--copy-steps", "2", "--copy-batch-size", "4",  # and a copy stage before it
 ]  # fmt: skip
 
 
@@ -118,6 +119,8 @@ def test_build_writes_a_complete_preset(tiny_build: Path) -> None:
     original = json.loads((tiny_build / "original" / "arena.json").read_text(encoding="utf-8"))
     assert original["method"] == "pretrained" and original["steps"] == 3
     assert original["instruction_pairs"] > 0 and original["denoising_windows"] > 0
+    assert original["initialised_from"] == "a copy stage of 2 steps"
+    assert not (tiny_build / "_copy_stage").exists()  # the first stage is not shipped
     for name in ("predictions.csv", "summary.json", "report.md", "rouge.png"):
         assert (tiny_build / "eval" / name).is_file(), name
     summary = json.loads((tiny_build / "eval" / "summary.json").read_text(encoding="utf-8"))

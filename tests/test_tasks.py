@@ -14,6 +14,7 @@ from train.tasks import (
     STOPWORDS,
     build_tasks,
     content_words,
+    copy_tasks,
     dialogue_tasks,
     document_frequencies,
     key_words,
@@ -63,6 +64,14 @@ def test_dialogue_tasks_targets_come_from_the_dialogue_and_never_ask_for_a_summa
     gap = [p for p in pairs if "missing turn" in p[0]]
     assert gap and gap[0][1].split(": ", 1)[1] not in gap[0][0]  # the hidden turn is not in the input
     assert dialogue_tasks("#Person1#: Hello.", df, total, random.Random(0)) == []
+
+
+def test_copy_tasks_repeat_every_short_turn() -> None:
+    pairs = copy_tasks([DIALOGUE, "#Person1#: Hi.\n#Person2#: " + "word " * 40], seed=0)
+    assert len(pairs) == 4  # the four turns of DIALOGUE; "Hi." and the 40-word turn are left out
+    assert all(
+        prompt.startswith("Repeat the following sentence.") and target in prompt for prompt, target in pairs
+    )
 
 
 def test_dream_is_read_from_its_directory_with_clear_errors(tmp_path: Path) -> None:

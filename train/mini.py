@@ -76,6 +76,8 @@ class MiniOptions:
         "0.15:3:1", "span-corruption mixture: density:mean_span[:weight[:full]], comma separated"
     )
     denoise_repeat: int = _option(1, "times the span-corruption windows appear in the mixture")
+    copy_steps: int = _option(0, "steps of a first stage that only copies short turns (0: none)")
+    copy_batch_size: int = _option(32, "sentences per copy-stage step")
     max_length: int = _option(256, "tokens per span-corruption window")
     pretrain_steps: int = _option(400, "pre-training optimizer steps")
     pretrain_lr: float = _option(2e-3, "pre-training peak learning rate")
@@ -218,7 +220,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
     from core.data import load_split
     from train.common import TrainOptions, train
     from train.pretrain import ModelSize, PretrainOptions, parse_denoisers, pretrain
-    from train.tasks import build_tasks, load_dream
+    from train.tasks import build_tasks, copy_tasks, load_dream
     from train.tokenizer import train_tokenizer
 
     options.validate()
@@ -266,25 +268,52 @@ def build(options: MiniOptions) -> dict[str, Any]:
         d_kv=options.d_model // options.num_heads,
         dropout=options.dropout,
     )
+    common = {
+        "size": size,
+        "learning_rate": options.pretrain_lr,
+        "seed": options.seed,
+        "quiet": options.quiet,
+        "generation_defaults": decoding,
+        "data_source_label": data_label,
+    }
+    first_stage = None
+    if options.copy_steps > 0:
+        # Stage 1: plain copying of short turns, so the decoder learns to read the encoder before
+        # the main stage (copying does not emerge from the mixture within a CPU budget).
+        first_stage = out / "_copy_stage"
+        copying = copy_tasks(dialogues, seed=options.seed)
+        logger.info("[2/4] original, copy stage: %d steps on %d sentences", options.copy_steps, len(copying))
+        pretrain(
+            [],
+            tokenizer,
+            PretrainOptions(
+                output_dir=str(first_stage),
+                max_steps=options.copy_steps,
+                batch_size=options.copy_batch_size,
+                tasks=copying,
+                max_source_length=64,
+                save_dtype="float32",
+                **common,
+            ),
+        )
     pretrain(
         dialogues,  # dialogue text only: the original is never shown a summary
         tokenizer,
         PretrainOptions(
             output_dir=str(out / "original"),
-            size=size,
+            init_from=str(first_stage) if first_stage else None,
+            init_label=f"a copy stage of {options.copy_steps} steps" if first_stage else None,
             denoisers=denoisers,
             max_length=options.max_length,
             max_steps=options.pretrain_steps,
-            learning_rate=options.pretrain_lr,
             batch_size=options.pretrain_batch_size,
-            seed=options.seed,
-            quiet=options.quiet,
-            generation_defaults=decoding,
-            data_source_label=data_label,
             tasks=tasks,
             denoise_repeat=options.denoise_repeat,
+            **common,
         ),
     )
+    if first_stage is not None:
+        shutil.rmtree(first_stage, ignore_errors=True)
     timings["original"] = time.perf_counter() - step
 
     for number, method in ((3, "full"), (4, "lora")):

@@ -307,6 +307,8 @@ class PretrainOptions:
     # the windows are repeated in that mixture (the pairs outnumber them otherwise).
     tasks: Sequence[tuple[str, str]] = ()
     denoise_repeat: int = 1
+    init_from: str | None = None  # continue this saved model instead of starting from scratch
+    init_label: str | None = None  # what arena.json and the card say init_from was
     max_source_length: int = 512  # instruction inputs (a whole dialogue and its instruction)
     max_target_length: int = 64
 
@@ -335,12 +337,17 @@ def pretrain(texts: Sequence[str], tokenizer: Any, options: PretrainOptions) -> 
 
     set_seed(options.seed)
     chunks = chunk_texts(tokenizer, texts, options.max_length)
-    if not chunks:
-        raise ValueError("no pre-training text: every text was empty or shorter than 8 tokens")
     task_inputs, task_targets = tokenize_pairs(
         tokenizer, options.tasks, options.max_source_length, options.max_target_length
     )
-    model = build_model(tokenizer, options.size, options.seed)
+    if not chunks and not task_inputs:
+        raise ValueError("no pre-training text: every text was empty or shorter than 8 tokens")
+    if options.init_from:  # a later stage of a curriculum continues an earlier stage's model
+        from transformers import T5ForConditionalGeneration
+
+        model = T5ForConditionalGeneration.from_pretrained(options.init_from, dtype=torch.float32)
+    else:
+        model = build_model(tokenizer, options.size, options.seed)
     total = sum(p.numel() for p in model.parameters())
     windows = chunks * max(1, options.denoise_repeat)
     logger.info(
@@ -402,6 +409,7 @@ def pretrain(texts: Sequence[str], tokenizer: Any, options: PretrainOptions) -> 
         "storage_dtype": options.save_dtype,
         "examples": len(windows) + len(task_inputs),
         "denoising_windows": len(windows),
+        "initialised_from": options.init_label if options.init_from else None,
         "instruction_pairs": len(task_inputs),
         "texts": len(texts),
         "max_length": options.max_length,
@@ -463,6 +471,7 @@ def pretrain_card(meta: dict[str, Any]) -> str:
             f"lr {meta['learning_rate']}, batch {meta['batch_size']}, seed {meta['seed']}, "
             f"{meta['wall_time_s']:.0f} s on {meta['hardware']}",
             f"- Final training loss: {meta['final_train_loss']:.3f}",
+            *([f"- Continued from {meta['initialised_from']}"] if meta.get("initialised_from") else []),
             "",
             "Built by `python -m train.mini`.",
             "",

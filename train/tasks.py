@@ -119,6 +119,11 @@ def _first_sentence(text: str, max_words: int = 30) -> str:
     return " ".join(sentence.split()[:max_words])
 
 
+def copy_pair(text: str) -> tuple[str, str]:
+    """One plain copying example: the instruction and the sentence, and the sentence back."""
+    return f"Repeat the following sentence.\n\n{text}{ANSWER_CUE}", text
+
+
 def _ask(instruction: str, dialogue: str, cue: str = ANSWER_CUE) -> str:
     return f"{instruction}\n\n{dialogue.strip()}{cue}"
 
@@ -140,7 +145,7 @@ def dialogue_tasks(dialogue: str, df: Counter, total: int, rng: random.Random) -
     # Plain copying, on one short turn: the cheapest way to teach the decoder to read the encoder.
     short = [t for _, t in spoken if 3 <= len(t.split()) <= 30]
     for text in rng.sample(short, min(2, len(short))):
-        pairs.append((f"Repeat the following sentence.\n\n{text}{ANSWER_CUE}", text))
+        pairs.append(copy_pair(text))
     speaker = rng.choice(sorted({s for s, _ in spoken}))
     first = next(text for s, text in spoken if s == speaker)
     pairs.append(
@@ -163,6 +168,18 @@ def dialogue_tasks(dialogue: str, df: Counter, total: int, rng: random.Random) -
                 f"{spoken[hidden][0]}: {_first_sentence(spoken[hidden][1], 40)}",
             )
         )
+    return pairs
+
+
+def copy_tasks(dialogues: Iterable[str], seed: int = 0) -> list[tuple[str, str]]:
+    """Every short turn (3-30 words) as "repeat this sentence": pure copying, cheap to train on."""
+    pairs = [
+        copy_pair(text)
+        for dialogue in dialogues
+        for _, text in turns(dialogue)
+        if 3 <= len(text.split()) <= 30
+    ]
+    random.Random(seed).shuffle(pairs)
     return pairs
 
 
