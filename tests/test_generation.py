@@ -104,12 +104,13 @@ def test_summary_cache_is_bounded_and_skips_errors() -> None:
     )
 
 
-def test_summarize_all_batches_caches_and_reports_progress(tiny_checkpoints, data_dir) -> None:
-    config = load_config(
-        env={}, preset="mini", original=tiny_checkpoints["original"], full=tiny_checkpoints["full"],
-        lora=tiny_checkpoints["lora"], data=data_dir, device="cpu",
-    )  # fmt: skip
-    model_set = load_model_set(config)
+@pytest.fixture(scope="module")
+def model_set(tiny_checkpoints, data_dir):
+    """The three tiny models, loaded once for the generation-loop tests."""
+    return load_model_set(load_config(env={}, preset="mini", data=data_dir, device="cpu", **tiny_checkpoints))
+
+
+def test_summarize_all_batches_caches_and_reports_progress(model_set) -> None:
     settings = GenerationSettings(max_new_tokens=6)
     dialogues = ["#Person1#: " + "word " * n for n in (30, 3, 12)]  # not in length order
     cache, steps = SummaryCache(), []
@@ -129,13 +130,8 @@ def test_summarize_all_batches_caches_and_reports_progress(tiny_checkpoints, dat
     assert absent.texts == {"nowhere": [""]} and "not loaded" in absent.errors["nowhere"][0]
 
 
-def test_a_time_budget_cuts_generate_and_marks_the_summary(tiny_checkpoints, data_dir) -> None:
+def test_a_time_budget_cuts_generate_and_marks_the_summary(model_set) -> None:
     """ARENA_GENERATION_TIMEOUT_S: past the budget, generate returns what it had, marked as cut."""
-    config = load_config(
-        env={}, preset="mini", original=tiny_checkpoints["original"], full=tiny_checkpoints["full"],
-        lora=tiny_checkpoints["lora"], data=data_dir, device="cpu",
-    )  # fmt: skip
-    model_set = load_model_set(config)
     # Random weights rarely stop on their own: min_new_tokens makes the uncut run long for sure.
     settings = GenerationSettings(max_new_tokens=40, min_new_tokens=40, num_beams=1)
     dialogue = "#Person1#: Where are you going?\n#Person2#: To the bank."
