@@ -250,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             if "P2" in only:
                 figures["P2_compare_ratio"] = lat["three_s"] / single
-                _row(rows, "all three summaries, one dialogue (s)", f"{lat['three_s']:.2f}")
+                mode = "groups at once" if lat["concurrent_groups"] else "groups one after another"
+                other = "one after another" if lat["concurrent_groups"] else "at once"
+                _row(rows, "all three summaries, one dialogue (s)", f"{lat['three_s']:.2f}", mode)
+                _row(rows, f"  same, groups {other} (s)", f"{lat['three_other_s']:.2f}", "concurrency check")
                 _goal_row(rows, "P2_compare_ratio", figures["P2_compare_ratio"])
             if "P3" in only:
                 work = lat["work"]

@@ -116,7 +116,7 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
 def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     """P2 + P3: all three summaries vs one batch-1 generate, and the measured physical floor."""
     from bench.floor import floor_seconds, matmul_rate, memory_read_bandwidth, model_work, served_matmul_dtype
-    from core.generation import summarize
+    from core.generation import CONCURRENT_GROUPS, summarize_many
 
     repeats = spec["repeats"]
     model_set = _load(spec, ("original", "full", "lora"))
@@ -124,16 +124,24 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     dialogue = long_dialogue(spec["data"], full.tokenizer)
     one = _one_model(model_set, dialogue)
 
-    def three() -> None:
-        results = list(summarize(model_set, dialogue, FORCED_SETTINGS))
-        if any(r.error for r in results):
-            raise RuntimeError(next(r.error for r in results if r.error))
+    def three(concurrent: bool) -> Callable[[], None]:
+        def run() -> None:
+            results = [
+                r
+                for rows in summarize_many(model_set, [dialogue], FORCED_SETTINGS, concurrent=concurrent)
+                for r in rows
+            ]
+            if any(r.error for r in results):
+                raise RuntimeError(next(r.error for r in results if r.error))
+
+        return run
 
     one()  # warm-up (first-call allocations, kernel selection)
-    singles, triples = [], []
-    for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits both alike
+    singles, triples, triples_other = [], [], []
+    for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits all alike
         singles.append(_timed(one))
-        triples.append(_timed(three))
+        triples.append(_timed(three(CONCURRENT_GROUPS)))  # the app's default
+        triples_other.append(_timed(three(not CONCURRENT_GROUPS)))
     threads = torch.get_num_threads()
     cores = os.cpu_count() or 1
     other_threads = 2 if threads == 1 and cores > 1 else 1
@@ -159,6 +167,9 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
         "three_s": statistics.median(triples),
         "singles": singles,
         "triples": triples,
+        "concurrent_groups": CONCURRENT_GROUPS,
+        "three_other_s": statistics.median(triples_other),
+        "triples_other": triples_other,
         "bandwidth": bandwidth,
         "matmul_fp32": rate_fp32,
         "matmul_bf16": rate_bf16,

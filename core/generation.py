@@ -11,10 +11,12 @@ summaries say they were cut (``timed_out``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -156,6 +158,63 @@ def plan_groups(models: Sequence[LoadedModel], settings: GenerationSettings) -> 
     return groups
 
 
+# Groups (the shared-base batch, the full model) run at the same time, one per free core: on a
+# 2-core CPU with one intra-op thread per call, decoding is bound by each call's own per-token
+# work, so the full model's call on the second core hides behind the shared-base batch
+# (python -m bench --only P2: see README, Performance). Off: one group after another.
+CONCURRENT_GROUPS = True
+
+
+def concurrent_workers(groups: int, cores: int | None = None, threads: int | None = None) -> int:
+    """How many generate calls to run at once: one per group, as many as the cores hold at the
+    intra-op thread count (``torch.get_num_threads()``) each; 1 means one after another."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = threads if threads is not None else torch.get_num_threads()
+    return max(1, min(groups, cores // max(1, threads)))
+
+
+def _summarize_group(
+    group: Sequence[LoadedModel],
+    dialogues: Sequence[str],
+    settings: GenerationSettings,
+    max_input_tokens: int,
+    time_limit_s: float | None,
+) -> list[list[Summary]]:
+    """Every model of one group's summaries of ``dialogues`` (one ``generate`` call); failures
+    become summaries with ``error`` set, never exceptions."""
+    group_names = tuple(m.name for m in group)
+    try:
+        fitted = [fit_dialogue(group[0].tokenizer, d, max_input_tokens) for d in dialogues]
+        kwargs = effective_kwargs(group[0], settings)
+        start = time.perf_counter()
+        prompts = [build_prompt(f.dialogue) for f in fitted]
+        texts, cut = _generate(group, prompts, kwargs, max_input_tokens, time_limit_s)
+        seconds = time.perf_counter() - start
+    except ValueError as err:  # bad input: same message for every model
+        return [[Summary(loaded.name, "", 0.0, error=str(err)) for _ in dialogues] for loaded in group]
+    except Exception as err:
+        logger.exception("generation failed for %s", ", ".join(group_names))
+        message = f"generation failed: {type(err).__name__}: {err}"[:400]
+        return [[Summary(loaded.name, "", 0.0, error=message) for _ in dialogues] for loaded in group]
+    return [
+        [
+            Summary(
+                loaded.name,
+                text,
+                seconds,
+                input_tokens=f.input_tokens,
+                truncated_tokens=f.truncated_tokens,
+                batched_with=tuple(n for n in group_names if n != loaded.name),
+                truncated_chars=f.truncated_chars,
+                timed_out=cut,
+            )
+            for text, f in zip(model_texts, fitted, strict=True)
+        ]
+        for loaded, model_texts in zip(group, texts, strict=True)
+    ]
+
+
 def summarize_many(
     model_set: ModelSet,
     dialogues: Sequence[str],
@@ -163,13 +222,16 @@ def summarize_many(
     names: Sequence[str] = MODEL_NAMES,
     max_input_tokens: int = MAX_INPUT_TOKENS,
     time_limit_s: float | None = None,
+    concurrent: bool | None = None,
 ) -> Iterator[list[Summary]]:
     """Summarize ``dialogues`` with each named model; yield each model's list as it finishes.
 
     Models that can share a batch finish together. A model that failed to load, or fails
     while generating, yields summaries with ``error`` set; the others are unaffected. Each
     ``generate`` call may run ``time_limit_s`` seconds; a call cut there yields what it had,
-    with ``timed_out`` set.
+    with ``timed_out`` set. With ``concurrent`` (default :data:`CONCURRENT_GROUPS`), groups run
+    at the same time on free cores (:func:`concurrent_workers`) and are yielded in the order they
+    finish; the summaries are the same either way.
     """
     settings.validate()
     available = [model_set.models[n] for n in names if n in model_set.models]
@@ -177,40 +239,26 @@ def summarize_many(
         if name not in model_set.models:
             reason = model_set.errors.get(name, f"model {name!r} is not loaded")
             yield [Summary(name, "", 0.0, error=reason) for _ in dialogues]
-    for group in plan_groups(available, settings):
-        group_names = tuple(m.name for m in group)
-        try:
-            fitted = [fit_dialogue(group[0].tokenizer, d, max_input_tokens) for d in dialogues]
-            kwargs = effective_kwargs(group[0], settings)
-            start = time.perf_counter()
-            prompts = [build_prompt(f.dialogue) for f in fitted]
-            texts, cut = _generate(group, prompts, kwargs, max_input_tokens, time_limit_s)
-            seconds = time.perf_counter() - start
-        except ValueError as err:  # bad input: same message for every model
-            for loaded in group:
-                yield [Summary(loaded.name, "", 0.0, error=str(err)) for _ in dialogues]
-            continue
-        except Exception as err:
-            logger.exception("generation failed for %s", ", ".join(group_names))
-            for loaded in group:
-                message = f"generation failed: {type(err).__name__}: {err}"[:400]
-                yield [Summary(loaded.name, "", 0.0, error=message) for _ in dialogues]
-            continue
-        for loaded, model_texts in zip(group, texts, strict=True):
-            others = tuple(n for n in group_names if n != loaded.name)
-            yield [
-                Summary(
-                    loaded.name,
-                    text,
-                    seconds,
-                    input_tokens=f.input_tokens,
-                    truncated_tokens=f.truncated_tokens,
-                    batched_with=others,
-                    truncated_chars=f.truncated_chars,
-                    timed_out=cut,
-                )
-                for text, f in zip(model_texts, fitted, strict=True)
-            ]
+    groups = plan_groups(available, settings)
+    concurrent = CONCURRENT_GROUPS if concurrent is None else concurrent
+    workers = concurrent_workers(len(groups)) if concurrent else 1
+    if workers == 1:
+        for group in groups:
+            yield from _summarize_group(group, dialogues, settings, max_input_tokens, time_limit_s)
+        return
+
+    def run(group: Sequence[LoadedModel]) -> list[list[Summary]]:
+        # torch hands each new thread the process's intra-op thread count (ARENA_THREADS).
+        return _summarize_group(group, dialogues, settings, max_input_tokens, time_limit_s)
+
+    # Not a ``with`` block: a consumer that stops listening must not wait for the other calls.
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
+    try:
+        pending = [pool.submit(run, group) for group in groups]
+        for done in as_completed(pending):
+            yield from done.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def summarize(

@@ -5,19 +5,25 @@
   invariant - a row's summary doesn't depend on what it is batched with, so peft's mixed-
   adapter batch (original + LoRA in one call) equals separate calls, and the report's batched
   evaluation equals one dialogue at a time.
-* One intra-op thread per CPU generate call unless ``ARENA_THREADS`` says otherwise.
+* One intra-op thread per CPU generate call unless ``ARENA_THREADS`` says otherwise; the
+  shared-base batch and the full model run at the same time on free cores, with the same
+  summaries as one after another, each column streamed as its call finishes.
 * The original and LoRA rows really share one set of base weights (the memory figure P1).
 * The benchmark builds flan-t5-base's exact shape (checked on the meta device: no weights).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
+
 import pytest
 import torch
 from torch import nn
 
 from core.config import GenerationSettings, load_config
-from core.generation import summarize, summarize_many
+from core.generation import Summary, concurrent_workers, summarize, summarize_many
 from core.models import (
     DEFAULT_CPU_THREADS,
     ModelLoadError,
@@ -131,6 +137,52 @@ def test_mixed_adapter_batch_equals_separate_calls_with_int8_weights(int8_set, d
     for name in ("original", "lora", "full"):
         alone = next(summarize_many(int8_set, dialogues, SETTINGS, names=(name,)))
         assert [r.text for r in alone] == together[name]
+
+
+def _fields(rows: list[Summary]) -> list[tuple]:
+    """A summary list without its wall times (the only field that may differ between runs)."""
+    return [dataclasses.astuple(dataclasses.replace(r, seconds=0.0)) for r in rows]
+
+
+def test_concurrent_groups_give_the_same_summaries_as_one_after_another(int8_set, dialogues) -> None:
+    one_by_one = {
+        rows[0].model: _fields(rows)
+        for rows in summarize_many(int8_set, dialogues, SETTINGS, concurrent=False)
+    }
+    at_once = {
+        rows[0].model: _fields(rows)
+        for rows in summarize_many(int8_set, dialogues, SETTINGS, concurrent=True)
+    }
+    assert at_once == one_by_one
+    assert set(at_once) == {"original", "lora", "full"}
+
+
+def test_concurrent_groups_overlap_and_stream_in_the_order_they_finish(
+    int8_set, dialogues, monkeypatch
+) -> None:
+    import core.generation as generation
+
+    real = generation._generate
+    both_running = threading.Barrier(2, timeout=30)  # broken unless the two calls overlap
+
+    def generate(group, *args, **kwargs):
+        both_running.wait()
+        if group[0].name == "original":  # the shared-base batch finishes last
+            time.sleep(0.3)
+        return real(group, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "_generate", generate)
+    monkeypatch.setattr(generation, "concurrent_workers", lambda groups: groups)
+    order = [rows[0].model for rows in summarize_many(int8_set, dialogues[:1], SETTINGS, concurrent=True)]
+    assert order == ["full", "original", "lora"]  # plan order would be original, lora, full
+
+
+def test_concurrent_workers_fit_the_cores_at_the_thread_count() -> None:
+    assert concurrent_workers(2, cores=2, threads=1) == 2
+    assert concurrent_workers(3, cores=2, threads=1) == 2
+    assert concurrent_workers(2, cores=2, threads=2) == 1  # two threads each already fill the cores
+    assert concurrent_workers(1, cores=16, threads=1) == 1
+    assert concurrent_workers(2, cores=1, threads=4) == 1
 
 
 def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(int8_set, dialogues) -> None:
