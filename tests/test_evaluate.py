@@ -248,3 +248,12 @@ def test_evaluate_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "--limit" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--split", "unlabeled"])
+
+
+def test_evaluate_flags_come_from_the_options_dataclass() -> None:
+    (options,) = evaluate_cli.build_parser().parse_args_into_dataclasses(
+        args=["--batch-size", "3", "--skip-input-use", "--split", "validation"]
+    )
+    assert options == evaluate_cli.EvaluateOptions(batch_size=3, skip_input_use=True, split="validation")
+    (defaults,) = evaluate_cli.build_parser().parse_args_into_dataclasses(args=[])
+    assert defaults == evaluate_cli.EvaluateOptions()  # one set of defaults

@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -324,15 +325,55 @@ def evaluate(
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _flag(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field whose metadata HfArgumentParser turns into the flag's help (and choices)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class EvaluateOptions:
+    """The flags of ``python -m train.evaluate``; ``None`` means the configured default."""
+
+    preset: str | None = _flag(
+        None, "which models (default: chosen automatically, as in the app)", choices=PRESETS
+    )
+    original: str | None = _flag(None, "override the original model (hub id or directory)")
+    full: str | None = _flag(None, "override the fully fine-tuned model (directory or owner/name[@rev])")
+    lora: str | None = _flag(None, "override the LoRA adapter (directory or owner/name[@rev])")
+    data: str | None = _flag(None, "DialogSum hub id or local directory (default: local copy, else the Hub)")
+    split: str = _flag("test", "split to score", choices=[s for s in SPLITS if s != "unlabeled"])
+    limit: int | None = _flag(None, "score only the first N dialogues (default: all)")
+    output: str | None = _flag(None, "output directory (default: checkpoints/<preset>/eval)")
+    batch_size: int = _flag(8, "dialogues per generate call")
+    max_new_tokens: int | None = _flag(None, "override every model's summary length cap")
+    num_beams: int | None = _flag(None, "override every model's beam count")
+    device: str | None = _flag(None, "cpu, cuda or auto (default: auto)")
+    dtype: str | None = _flag(
+        None,
+        "float32, bfloat16, int8 or auto (default: auto: bf16 on CUDA; on a CPU with hardware bf16, "
+        "bf16 with int8 decoder weights; else fp32)",
+    )
+    bootstrap: int = _flag(BOOTSTRAP_RESAMPLES, "bootstrap resamples")
+    seed: int = _flag(BOOTSTRAP_SEED, "bootstrap seed")
+    skip_input_use: bool = _flag(
+        False, "leave out the input-use measure (teacher-forced loss with own vs another dialogue)"
+    )
+
+
+def build_parser() -> Any:
+    """The command line: one flag per :class:`EvaluateOptions` field (``--batch-size`` or ``--batch_size``)."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        EvaluateOptions,
         prog="python -m train.evaluate",
         description=(
             "Score the original, fully fine-tuned and LoRA models of a preset with ROUGE on a DialogSum "
             "split, with 95% bootstrap intervals, two baselines (a fixed template sentence and the "
-            "dialogue's first line) and controls (each model scored against another dialogue's "
-            "references). Writes predictions.csv, summary.json, report.md and rouge.png; summaries "
-            "already generated are reused from generations.jsonl in the output directory."
+            "dialogue's first line), controls (each model scored against another dialogue's "
+            "references) and the input-use measure. Writes predictions.csv, summary.json, report.md "
+            "and rouge.png; summaries already generated are reused from generations.jsonl in the "
+            "output directory."
         ),
         epilog=(
             "examples:\n"
@@ -341,71 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--preset",
-        choices=PRESETS,
-        default=None,
-        help="which models (default: chosen automatically, as in the app)",
-    )
-    parser.add_argument("--original", default=None, help="override the original model (hub id or directory)")
-    parser.add_argument(
-        "--full",
-        default=None,
-        help="override the fully fine-tuned model: directory or Hub repo id (owner/name[@revision])",
-    )
-    parser.add_argument(
-        "--lora",
-        default=None,
-        help="override the LoRA adapter (on the original): directory or Hub repo id (owner/name[@revision])",
-    )
-    parser.add_argument(
-        "--data", default=None, help="DialogSum hub id or local directory (default: local copy, else the Hub)"
-    )
-    parser.add_argument(
-        "--split",
-        default="test",
-        choices=[s for s in SPLITS if s != "unlabeled"],
-        help="split to score (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--limit", type=int, default=None, help="score only the first N dialogues (default: all)"
-    )
-    parser.add_argument(
-        "--output", default=None, help="output directory (default: checkpoints/<preset>/eval)"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=8, help="dialogues per generate call (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=None, help="override every model's summary length cap"
-    )
-    parser.add_argument("--num-beams", type=int, default=None, help="override every model's beam count")
-    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: auto)")
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        help="float32, bfloat16, int8 or auto (default: auto: bf16 on CUDA; on a CPU with hardware bf16, "
-        "bf16 with int8 decoder weights; else fp32)",
-    )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=BOOTSTRAP_RESAMPLES,
-        help="bootstrap resamples (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--skip-input-use",
-        action="store_true",
-        help="leave out the input-use measure (teacher-forced loss with own vs another dialogue)",
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    (args,) = build_parser().parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.limit is not None and args.limit < 1:
         print("error: --limit must be at least 1", file=sys.stderr)
