@@ -64,6 +64,18 @@ ALL_BAD = "All bad"
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}  # UI events; the API is the four gr.api routes
 
 
+def setting_box(name: str, bounds: tuple[int, int], default: int | None, elem_id: str) -> gr.Textbox:
+    """An optional whole-number setting: empty means the default, which the placeholder shows."""
+    return gr.Textbox(
+        value="",
+        placeholder=view.default_placeholder(default),
+        label=f"{name} ({bounds[0]}-{bounds[1]})",
+        lines=1,
+        max_lines=1,
+        elem_id=elem_id,
+    )
+
+
 def user_error(err: Exception) -> gr.Error:
     """A message for the person (or client) who sent the request; no traceback in the log.
 
@@ -119,21 +131,14 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
                 with gr.Row():
                     # Empty = the server's / model's default, said by the placeholder. Text boxes,
                     # not gr.Number: gradio 6's number box always shows (and sends) 0 when empty.
-                    max_tokens_box = gr.Textbox(
-                        value="",
-                        placeholder=view.default_placeholder(config.generation.max_new_tokens),
-                        label=f"Max new tokens ({MAX_NEW_TOKENS_RANGE[0]}-{MAX_NEW_TOKENS_RANGE[1]})",
-                        lines=1,
-                        max_lines=1,
-                        elem_id="max-new-tokens",
+                    max_tokens_box = setting_box(
+                        "Max new tokens",
+                        MAX_NEW_TOKENS_RANGE,
+                        config.generation.max_new_tokens,
+                        "max-new-tokens",
                     )
-                    beams_box = gr.Textbox(
-                        value="",
-                        placeholder=view.default_placeholder(config.generation.num_beams),
-                        label=f"Beams ({NUM_BEAMS_RANGE[0]}-{NUM_BEAMS_RANGE[1]})",
-                        lines=1,
-                        max_lines=1,
-                        elem_id="num-beams",
+                    beams_box = setting_box(
+                        "Beams", NUM_BEAMS_RANGE, config.generation.num_beams, "num-beams"
                     )
                 gr.Markdown("Deterministic decoding; results are cached per model, dialogue and settings.")
             summarize_button = gr.Button(
