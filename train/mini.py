@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import DEFAULT_HUB_DATA, default_data_source, default_dream_source
+from train.pretrain import ModelSize
 
 logger = logging.getLogger("train.mini")
 
@@ -61,11 +62,11 @@ class MiniOptions:
     quiet: bool = _option(False, "no progress bars")
     # tokenizer and model shape
     vocab_size: int = _option(2000, "sentencepiece pieces")
-    d_model: int = _option(192, "hidden size")
-    d_ff: int = _option(512, "feed-forward size (gated-GELU)")
-    num_layers: int = _option(3, "encoder and decoder layers each")
-    num_heads: int = _option(4, "attention heads")
-    dropout: float = _option(0.1, "dropout rate while pre-training")
+    d_model: int = _option(ModelSize.d_model, "hidden size")
+    d_ff: int = _option(ModelSize.d_ff, "feed-forward size (gated-GELU)")
+    num_layers: int = _option(ModelSize.num_layers, "encoder and decoder layers each")
+    num_heads: int = _option(ModelSize.num_heads, "attention heads")
+    dropout: float = _option(ModelSize.dropout, "dropout rate while pre-training")
     # pre-training (the original model)
     tasks: bool = _option(
         False,
@@ -219,7 +220,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
 
     from core.data import load_split
     from train.common import TrainOptions, train
-    from train.pretrain import ModelSize, PretrainOptions, parse_denoisers, pretrain
+    from train.pretrain import PretrainOptions, parse_denoisers, pretrain
     from train.tasks import build_tasks, copy_tasks, load_dream
     from train.tokenizer import train_tokenizer
 

@@ -238,12 +238,12 @@ def chunk_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[l
 class ModelSize:
     """The shape of the small T5 (gated-GELU feed-forward like T5 v1.1 / Flan-T5)."""
 
-    d_model: int = 256
-    d_ff: int = 768
+    d_model: int = 192
+    d_ff: int = 512
     num_layers: int = 3
     num_decoder_layers: int = 3
     num_heads: int = 4
-    d_kv: int = 64
+    d_kv: int = 48
     dropout: float = 0.1
     tie_word_embeddings: bool = True
 
