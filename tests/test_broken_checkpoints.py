@@ -86,51 +86,40 @@ def _binary(path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x93\x00garbage\x81" * 64)
 
 
+def on(name: str, damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Damage the file ``name`` of a checkpoint directory."""
+    return lambda directory: damage(directory / name)
+
+
 # (model broken, what is done to its copy, text the error must contain besides the path)
 BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "full-missing-directory": ("full", lambda d: shutil.rmtree(d), "not found"),
-    "full-truncated-safetensors": ("full", lambda d: _truncate(d / "model.safetensors"), "SafetensorError"),
-    "full-garbage-safetensors": ("full", lambda d: _garbage(d / "model.safetensors"), "SafetensorError"),
-    "full-corrupt-tensor-data": (
-        "full",
-        lambda d: _corrupt_tensor_bytes(d / "model.safetensors"),
-        "NaN or infinite",
-    ),
+    "full-truncated-safetensors": ("full", on("model.safetensors", _truncate), "SafetensorError"),
+    "full-garbage-safetensors": ("full", on("model.safetensors", _garbage), "SafetensorError"),
+    "full-corrupt-tensor-data": ("full", on("model.safetensors", _corrupt_tensor_bytes), "NaN or infinite"),
     "full-missing-tokenizer": ("full", _drop_tokenizer, "tokenizer missing"),
     "full-tokenizer-of-another-model": ("full", _foreign_tokenizer, "belongs to another model"),
-    "full-broken-config-json": ("full", lambda d: _garbage_json(d / "config.json"), "valid JSON"),
+    "full-broken-config-json": ("full", on("config.json", _garbage_json), "valid JSON"),
     "original-missing-directory": ("original", lambda d: shutil.rmtree(d), "not found"),
-    "original-truncated-safetensors": (
-        "original",
-        lambda d: _truncate(d / "model.safetensors"),
-        "SafetensorError",
-    ),
+    "original-truncated-safetensors": ("original", on("model.safetensors", _truncate), "SafetensorError"),
     "original-missing-tokenizer": ("original", _drop_tokenizer, "tokenizer missing"),
     "original-broken-generation-config": (
         "original",
-        lambda d: _garbage_json(d / "generation_config.json"),
+        on("generation_config.json", _garbage_json),
         "not valid JSON",
     ),
     "lora-missing-directory": ("lora", lambda d: shutil.rmtree(d), "not found"),
     "lora-missing-weights": ("lora", lambda d: (d / "adapter_model.safetensors").unlink(), "incomplete"),
-    "lora-truncated-safetensors": (
-        "lora",
-        lambda d: _truncate(d / "adapter_model.safetensors"),
-        "SafetensorError",
-    ),
-    "lora-garbage-safetensors": (
-        "lora",
-        lambda d: _garbage(d / "adapter_model.safetensors"),
-        "SafetensorError",
-    ),
+    "lora-truncated-safetensors": ("lora", on("adapter_model.safetensors", _truncate), "SafetensorError"),
+    "lora-garbage-safetensors": ("lora", on("adapter_model.safetensors", _garbage), "SafetensorError"),
     "lora-corrupt-tensor-data": (
         "lora",
-        lambda d: _corrupt_tensor_bytes(d / "adapter_model.safetensors"),
+        on("adapter_model.safetensors", _corrupt_tensor_bytes),
         "NaN or infinite",
     ),
     "lora-shape-mismatch": ("lora", _adapter_for_wider_base, "size mismatch"),
-    "lora-broken-adapter-config": ("lora", lambda d: _garbage_json(d / "adapter_config.json"), "unreadable"),
-    "lora-binary-adapter-config": ("lora", lambda d: _binary(d / "adapter_config.json"), "unreadable"),
+    "lora-broken-adapter-config": ("lora", on("adapter_config.json", _garbage_json), "unreadable"),
+    "lora-binary-adapter-config": ("lora", on("adapter_config.json", _binary), "unreadable"),
     "lora-adapter-config-not-an-object": (
         "lora",
         lambda d: (d / "adapter_config.json").write_text("[1, 2]"),
@@ -138,14 +127,10 @@ BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     ),
     "original-binary-generation-config": (
         "original",
-        lambda d: _binary(d / "generation_config.json"),
+        on("generation_config.json", _binary),
         "not valid JSON",
     ),
-    "full-binary-tokenizer": (
-        "full",
-        lambda d: _binary(d / "tokenizer.json"),
-        "tokenizer could not be loaded",
-    ),
+    "full-binary-tokenizer": ("full", on("tokenizer.json", _binary), "tokenizer could not be loaded"),
 }
 
 
