@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report_steps
+from bench.child import run_json_module
 
 FIGURES = ("P1", "P1A", "P2", "P3", "P4", "P5", "P6")
 # Issue 14's goals; P1_memory_ratio and P3_floor_ratio are the first round's figures, kept.
@@ -99,22 +99,8 @@ def _env() -> dict[str, str]:
 
 def run_worker(task: str, spec: dict[str, Any], log: Path) -> dict[str, Any]:
     """Run ``bench.worker`` in a fresh process and return its JSON result."""
-    with log.open("a", encoding="utf-8") as err:
-        err.write(f"\n=== {task} {json.dumps(spec)}\n")
-        err.flush()
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.worker", task, json.dumps(spec)],
-            cwd=str(PROJECT_ROOT),
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            check=False,
-        )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"bench worker {task} failed (exit {proc.returncode}); see {log}")
-    return json.loads(lines[-1])
+    spec_json = json.dumps(spec)
+    return run_json_module("bench.worker", [task, spec_json], _env(), log, f"{task} {spec_json}")
 
 
 def cold_start(log: Path, cap_s: float = COLD_START_CAP_S) -> dict[str, Any]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from bench.child import run_json_module
+
 METHODS = ("full", "lora")
 
 
@@ -62,22 +62,8 @@ def _train_both(data: str, workdir: Path, steps: int, base: str) -> dict[str, fl
 
 def run(data: str, steps: int, env: dict[str, str], log: Path) -> dict[str, float]:
     """:func:`measure` in a fresh process (like every bench figure); its stderr goes to ``log``."""
-    with log.open("a", encoding="utf-8") as err:
-        err.write(f"\n=== report_steps {data} steps={steps}\n")
-        err.flush()
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.report_steps", "--data", data, "--steps", str(steps)],
-            cwd=str(PROJECT_ROOT),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            check=False,
-        )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"bench.report_steps failed (exit {proc.returncode}); see {log}")
-    return json.loads(lines[-1])
+    args = ["--data", data, "--steps", str(steps)]
+    return run_json_module("bench.report_steps", args, env, log, f"report_steps {data} steps={steps}")
 
 
 def add_rows(

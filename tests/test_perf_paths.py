@@ -277,3 +277,21 @@ def test_cpu_models_use_eager_attention(int8_set) -> None:
     for name in ("original", "full"):
         config = int8_set.models[name].model.config
         assert config._attn_implementation == "eager"
+
+
+def test_bench_children_return_their_last_json_line_and_fail_loudly(tmp_path) -> None:
+    import os
+
+    from bench.child import run_json_module
+
+    result = tmp_path / "result.json"
+    result.write_text('{"figure": 1.5}', encoding="utf-8")
+    log = tmp_path / "bench.log"
+    env = dict(os.environ)
+    assert run_json_module("json.tool", ["--compact", str(result)], env, log, "ok run") == {"figure": 1.5}
+    with pytest.raises(RuntimeError, match=r"json\.tool failed"):
+        run_json_module("json.tool", [str(tmp_path / "missing.json")], env, log, "failing run")
+    with pytest.raises(RuntimeError, match="exit 0"):  # ran, but printed no JSON line
+        run_json_module("platform", [], env, log, "no result")
+    text = log.read_text(encoding="utf-8")
+    assert "=== ok run" in text and "=== failing run" in text and "missing.json" in text  # stderr kept
