@@ -4,7 +4,8 @@ Run ``python app.py`` (honours ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` a
 ``ARENA_*`` variables of ``core/config.py``). This file only declares the UI, top to bottom,
 and wires it to ``core``; every decision lives in ``core.service`` and ``core.presentation``.
 The page is built by :func:`build_demo` from a service, so importing this module loads no
-model; :func:`main` loads the configured models and launches.
+model; :func:`main` starts loading the configured models in the background and launches
+(the page is served meanwhile; what needs the models waits for them).
 
 Named API endpoints (``gradio_client``): ``/compare``, ``/battle``, ``/vote``, ``/leaderboard``,
 ``/agreement``.
@@ -92,8 +93,10 @@ def session_of(service: ArenaService, request: gr.Request | None) -> str:
 # ---------------------------------------------------------------------------- Compare
 
 
-def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
-    """The Compare tab: pick or paste a dialogue, summarize it with the three models side by side."""
+def compare_tab(service: ArenaService, statuses: dict[str, str]) -> dict[str, gr.Markdown]:
+    """The Compare tab: pick or paste a dialogue, summarize it with the three models side by side.
+
+    Returns each model column's header, which :func:`build_demo` refreshes with the model's status."""
     config = service.config
     examples = service.examples()
     first = examples[0] if examples else None
@@ -147,10 +150,13 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
             pick_note = gr.Markdown("", elem_id="pick-note")
     notice = gr.Markdown("", elem_id="compare-notice")
     columns: dict[str, tuple[gr.Textbox, gr.Markdown, gr.HighlightedText]] = {}
+    headers: dict[str, gr.Markdown] = {}
     with gr.Row(equal_height=False):
         for name in service.model_names:  # the three, then each ARENA_ADAPTERS adapter
             with gr.Column(elem_id=f"column-{name}", elem_classes=["model-column"]):
-                gr.Markdown(view.column_header(name, statuses[name]))
+                headers[name] = gr.Markdown(
+                    view.column_header(name, statuses[name]), elem_id=f"header-{name}"
+                )
                 columns[name] = (
                     gr.Textbox(
                         label="Summary",
@@ -258,6 +264,7 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> None:
         concurrency_id="generate",
         **PRIVATE,
     )
+    return headers
 
 
 # ---------------------------------------------------------------------------- Benchmark
@@ -736,12 +743,17 @@ TOO_MANY = (
 
 
 def build_demo(service: ArenaService) -> gr.Blocks:
-    """The whole page over ``service`` (its models already loaded); nothing is launched."""
+    """The whole page over ``service``, whose models may still be loading; nothing is launched.
+
+    The models' status (banner and column headers) is what it is at build time, refreshed by
+    each page load: a visitor who arrives during the startup load sees "loading", then the
+    real status as soon as the models are there.
+    """
     statuses = service.model_status()
     # Vote exports are copied into gradio's cache; sweep files older than an hour, every hour.
     with gr.Blocks(title="Dialogue-summary arena", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(view.page_intro(service.config.preset), elem_id="page-intro")
-        gr.Markdown(
+        banner = gr.Markdown(
             view.preset_banner(service.config, statuses, service.examples_error), elem_id="preset-banner"
         )
         how_to = view.readme_section(view.REAL_MODELS_SECTION)
@@ -750,7 +762,7 @@ def build_demo(service: ArenaService) -> gr.Blocks:
                 gr.Markdown(how_to, elem_id="real-models")
         with gr.Tabs():
             with gr.Tab("Compare", id="compare"):
-                compare_tab(service, statuses)
+                headers = compare_tab(service, statuses)
             with gr.Tab("Benchmark", id="benchmark") as tab:
                 benchmark_tab(service, tab)
             with gr.Tab("Human evaluation", id="human"):
@@ -758,6 +770,16 @@ def build_demo(service: ArenaService) -> gr.Blocks:
             with gr.Tab("Models", id="models") as tab:
                 models_tab(service, tab)
         register_api(service)
+
+        def refresh_status() -> dict[Any, Any]:
+            """The models' status, once the startup load is over (or the wait for it is)."""
+            now = service.model_status(wait_s=service.load_wait_s)
+            return {
+                banner: view.preset_banner(service.config, now, service.examples_error),
+                **{header: view.column_header(name, now[name]) for name, header in headers.items()},
+            }
+
+        demo.load(refresh_status, None, [banner, *headers.values()], show_progress="hidden", **PRIVATE)
     return demo
 
 
@@ -787,14 +809,15 @@ CSS = """
 
 
 def main() -> None:
-    """Load the configured preset's models and serve the page (what ``python app.py`` and the Space run)."""
+    """Serve the page while the configured preset's models load (what ``python app.py`` and the
+    Space run): the first page does not wait for them, the requests that need them do."""
     logging.basicConfig(
         level=os.environ.get("ARENA_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = load_config()
     ensure_offline_if_unreachable(config)  # before any model load: never wait on an unreachable Hub
-    demo = build_demo(ArenaService.from_config(config))
+    demo = build_demo(ArenaService.start(config))
     demo.queue(default_concurrency_limit=LIGHT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     limit_queued_per_client(demo, QUEUED_PER_CLIENT)
     # server_name / server_port unset: gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.

@@ -98,6 +98,8 @@ def truncation_notice(results: Sequence[ModelResult], dialogue: str) -> str | No
 def status_icon(status: str) -> str:
     if status.startswith("unavailable"):
         return "✗"
+    if status.startswith("loading"):  # the page is served before the models are (README, P6)
+        return "⏳"
     return "⚠" if status.startswith("loaded with a warning") else "✓"
 
 
@@ -169,6 +171,8 @@ def column_header(name: str, status: str) -> str:
         text += f"\n\n✗ {md_escape(status, 400)}"
     elif status.startswith("loaded with a warning"):
         text += f"\n\n⚠ {md_escape(status, 400)}"
+    elif status.startswith("loading"):
+        text += f"\n\n⏳ {md_escape(status, 400)}"
     return text
 
 

@@ -44,12 +44,15 @@ from core.prompt import clean_text
 from core.reports import normalise_report, read_report
 from core.votes import DuplicateVoteError, Vote, VoteStore, VoteStoreError, check_choice_and_ranking
 
-__all__ = ["FRESH_EVAL_RANGE", "ArenaService", "InputError", "ModelResult"]
+__all__ = ["FRESH_EVAL_RANGE", "MODEL_LOAD_WAIT_S", "ArenaService", "InputError", "ModelLoad", "ModelResult"]
 
 logger = logging.getLogger(__name__)
 
 EXAMPLE_SPLITS: tuple[str, ...] = ("test", "validation")  # held-out first: training never saw it
 FRESH_EVAL_RANGE = (1, 50)  # a fresh evaluation from the UI is bounded: it shares the CPU with users
+# A request that needs the models while they are still loading (the page is served before they
+# are: README, Performance, P6) waits at most this long, then is told to try again.
+MODEL_LOAD_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,65 @@ class ModelResult:
         }
 
 
+# ---------------------------------------------------------------------------- the startup load
+
+
+class ModelLoad:
+    """A model set loading in a background thread, so that the page can be served meanwhile.
+
+    :meth:`wait` is what a request that needs the models calls (bounded; a clear
+    :class:`InputError` when the time is up or the load failed); :meth:`state` is what the
+    page's status shows without waiting.
+    """
+
+    def __init__(self, load: Callable[[], ModelSet]) -> None:
+        self._load = load
+        self._done = threading.Event()
+        self._models: ModelSet | None = None
+        self._error: Exception | None = None
+        self._started = time.perf_counter()
+        self._seconds: float | None = None
+        self._thread = threading.Thread(target=self._run, name="arena-model-load", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._models = self._load()
+        except Exception as err:  # kept, and reported to every request that waits for the models
+            logger.exception("loading the models failed")
+            self._error = err
+        finally:
+            self._seconds = time.perf_counter() - self._started
+            self._done.set()
+
+    @property
+    def seconds(self) -> float:
+        """How long the load took, or has taken so far."""
+        return self._seconds if self._seconds is not None else time.perf_counter() - self._started
+
+    def finished(self, timeout_s: float = 0.0) -> bool:
+        """Whether the load has ended (loaded or failed), waiting up to ``timeout_s`` for it."""
+        return self._done.wait(timeout_s) if timeout_s > 0 else self._done.is_set()
+
+    def state(self) -> str | None:
+        """``None`` once loaded; else the line every model's status shows (loading, or why not)."""
+        if not self._done.is_set():
+            return f"loading ({self.seconds:.0f} s so far)"
+        if self._models is None:
+            return f"unavailable: loading the models failed: {type(self._error).__name__}: {self._error}"
+        return None
+
+    def wait(self, timeout_s: float) -> ModelSet:
+        """The loaded set, waiting up to ``timeout_s``; :class:`InputError` if it is not there by then."""
+        if not self._done.wait(timeout_s):
+            raise InputError(
+                f"the models are still loading ({self.seconds:.0f} s so far); please try again in a moment"
+            )
+        if self._models is None:
+            raise InputError(f"the models could not be loaded ({type(self._error).__name__}: {self._error})")
+        return self._models
+
+
 # ---------------------------------------------------------------------------- the service
 
 
@@ -89,16 +151,20 @@ class ArenaService:
     def __init__(
         self,
         config: ArenaConfig,
-        model_set: ModelSet,
+        model_set: ModelSet | ModelLoad,
         *,
         cache: SummaryCache | None = None,
         battles: BattleStore | None = None,
         votes: VoteStore | None = None,
         rng: random.Random | None = None,
         vote_sync: Any = None,
+        load_wait_s: float = MODEL_LOAD_WAIT_S,
     ) -> None:
+        """``model_set``: loaded, or a :class:`ModelLoad` still running (requests wait for it)."""
         self.config = config
-        self.model_set = model_set
+        self._loading = model_set if isinstance(model_set, ModelLoad) else None
+        self._model_set = None if isinstance(model_set, ModelLoad) else model_set
+        self.load_wait_s = load_wait_s
         self.cache = cache if cache is not None else SummaryCache()  # an empty cache is falsy
         self.battles = battles if battles is not None else BattleStore()  # so is an empty store
         self.votes = votes if votes is not None else VoteStore(config.votes_db)
@@ -113,21 +179,40 @@ class ArenaService:
         self._draw = FairDraw(self._rng)
 
     @classmethod
-    def from_config(cls, config: ArenaConfig) -> ArenaService:
-        """Load the preset's models (failures are recorded per model, never raised)."""
+    def start(cls, config: ArenaConfig) -> ArenaService:
+        """A service whose preset's models load in the background (failures are recorded per
+        model, never raised); it answers at once, and what needs the models waits for them."""
         from core.models import load_model_set
         from core.vote_sync import start_vote_sync
 
-        start = time.perf_counter()
-        model_set = load_model_set(config)
-        logger.info("models loaded in %.1f s (errors: %s)", time.perf_counter() - start, model_set.errors)
+        def load() -> ModelSet:
+            start = time.perf_counter()
+            model_set = load_model_set(config)
+            logger.info("models loaded in %.1f s (errors: %s)", time.perf_counter() - start, model_set.errors)
+            return model_set
+
+        loading = ModelLoad(load)  # first: everything below runs while the models load
         votes = VoteStore(config.votes_db)
-        return cls(config, model_set, votes=votes, vote_sync=start_vote_sync(config, votes))
+        return cls(config, loading, votes=votes, vote_sync=start_vote_sync(config, votes))
+
+    @property
+    def model_set(self) -> ModelSet:
+        """The loaded models; while the startup load runs, waits for it (up to ``load_wait_s``)."""
+        if self._model_set is None:
+            assert self._loading is not None
+            self._model_set = self._loading.wait(self.load_wait_s)
+        return self._model_set
 
     # -- status -------------------------------------------------------------------------
 
-    def model_status(self) -> dict[str, str]:
-        """One line per model: loaded, loaded with a warning, or why it is unavailable."""
+    def model_status(self, wait_s: float = 0.0) -> dict[str, str]:
+        """One line per model: loaded, loaded with a warning, or why it is unavailable; while
+        the startup load runs (after waiting up to ``wait_s`` for it), "loading (N s so far)"."""
+        if self._model_set is None and self._loading is not None:
+            self._loading.finished(wait_s)
+            state = self._loading.state()
+            if state is not None:
+                return {name: state for name in self.model_names}
         return {name: self.model_set.status(name) for name in self.model_names}
 
     def session_id(self, raw: str | None) -> str:
