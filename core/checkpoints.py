@@ -34,9 +34,15 @@ def portable_location(location: str) -> str:
     if not path.is_absolute():
         return path.as_posix()
     resolved = path.resolve()
-    for root, prefix in ((PROJECT_ROOT, ""), (PROJECT_ROOT.parent, "../")):
+    # The path as given first: ../shared may be a symbolic link to a folder elsewhere.
+    for candidate, root, prefix in (
+        (path, PROJECT_ROOT, ""),
+        (path, PROJECT_ROOT.parent, "../"),
+        (resolved, PROJECT_ROOT.resolve(), ""),
+        (resolved, PROJECT_ROOT.parent.resolve(), "../"),
+    ):
         try:
-            return prefix + resolved.relative_to(root.resolve()).as_posix()
+            return prefix + candidate.relative_to(root).as_posix()
         except ValueError:
             continue
     return Path(*resolved.parts[-2:]).as_posix()
