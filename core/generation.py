@@ -158,11 +158,13 @@ def plan_groups(models: Sequence[LoadedModel], settings: GenerationSettings) -> 
     return groups
 
 
-# Groups (the shared-base batch, the full model) run at the same time, one per free core: on a
-# 2-core CPU with one intra-op thread per call, decoding is bound by each call's own per-token
-# work, so the full model's call on the second core hides behind the shared-base batch
-# (python -m bench --only P2: see README, Performance). Off: one group after another.
-CONCURRENT_GROUPS = True
+# Groups (the shared-base batch, the full model) can run at the same time, one per free core: on
+# a 2-core CPU with one intra-op thread per call, the full model's call on the second core hides
+# behind the shared-base batch (python -m bench --only P2: 2.51 -> 1.79 near idle). Off by
+# default: in a fresh-clone CI run under load, two identical greedy calls on the tiny test models
+# gave different summaries with it on (their logits are nearly flat, so any change in float
+# summation order flips a token), and a demo must give the same summary twice.
+CONCURRENT_GROUPS = False
 
 
 def concurrent_workers(groups: int, cores: int | None = None, threads: int | None = None) -> int:
