@@ -145,7 +145,8 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     threads = torch.get_num_threads()
     cores = os.cpu_count() or 1
     other_threads = 2 if threads == 1 and cores > 1 else 1
-    torch.set_num_threads(other_threads)  # the app's thread setting against the alternative
+    for loaded in model_set.models.values():  # the app's thread setting against the alternative
+        loaded.cpu_threads = other_threads  # each generate call applies it (core.generation.use_threads)
     single_other = statistics.median(_timed(one) for _ in range(max(1, repeats - 1)))
     # The floor is the machine's best: measured with one thread and with every core.
     # The one-time FLOPs run at the encoder's weight dtype (int8 is the decoder's, per token).

@@ -110,6 +110,17 @@ class Deadline(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.fired, device=input_ids.device, dtype=torch.bool)
 
 
+def use_threads(loaded: LoadedModel) -> None:
+    """Give the calling thread the model set's intra-op thread count (``ARENA_THREADS``).
+
+    torch keeps that count per OS thread (OpenMP), and a thread started before the models
+    loaded - the app loads them in a background thread - still has the default (every core):
+    slower on a shared host, and the same dialogue summed in another order there.
+    """
+    if loaded.cpu_threads is not None and torch.get_num_threads() != loaded.cpu_threads:
+        torch.set_num_threads(loaded.cpu_threads)
+
+
 def _generate(
     group: Sequence[LoadedModel],
     prompts: list[str],
@@ -133,6 +144,7 @@ def _generate(
     if head.adapter_name is not None:
         extra["adapter_names"] = [m.adapter_name for m in group for _ in prompts]
     with head.lock, torch.inference_mode():
+        use_threads(head)
         # The clock starts once the model is ours: waiting for the lock is not generating.
         deadline = Deadline(time_limit_s) if time_limit_s else None
         if deadline is not None:

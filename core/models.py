@@ -56,6 +56,7 @@ class LoadedModel:
     lock: threading.Lock
     adapter_name: str | None = None  # set for rows that go through the shared peft model
     warning: str | None = None
+    cpu_threads: int | None = None  # intra-op threads every generate call runs with (CPU only)
 
     @property
     def device(self) -> torch.device:
@@ -427,8 +428,9 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     int8 = use_int8_weights(config.dtype, device)
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(config))  # process-wide: the app serves from this one set
+    threads = cpu_threads(config) if device.type == "cpu" else None
+    if threads is not None:
+        torch.set_num_threads(threads)  # this thread and threads started later; see cpu_threads below
     result = ModelSet(config=config)
     locations = config.models.as_dict()
     # Hub ids become their cached snapshot directories here; what cannot be fetched is that
@@ -512,6 +514,10 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
         except ModelLoadError as err:
             result.errors["full"] = str(err)
             logger.error("full fine-tune unavailable: %s", err)
+    for loaded in result.models.values():
+        # torch keeps the count per OS thread (OpenMP): a thread started before this load (the
+        # app loads in the background) would still generate on every core, so each call sets it.
+        loaded.cpu_threads = threads
     release_freed_memory()  # what casting and quantizing freed goes back to the system
     for name in ("full", "lora"):  # a first run: say which command produces the missing checkpoint
         hint = missing_checkpoint_hint(config, name) if name in result.errors else None

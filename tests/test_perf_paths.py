@@ -82,6 +82,28 @@ def test_cpu_generation_uses_one_thread_unless_configured(tiny_checkpoints) -> N
         torch.set_num_threads(before)
 
 
+def test_every_generate_call_runs_at_the_configured_thread_count(int8_set, dialogues, monkeypatch) -> None:
+    full = int8_set.models["full"]
+    assert full.cpu_threads == DEFAULT_CPU_THREADS
+    real, seen = full.model.generate, []
+
+    def generate(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(full.model, "generate", generate)
+
+    def request() -> None:  # a server thread started before the models loaded has every core
+        torch.set_num_threads(2)
+        list(summarize_many(int8_set, dialogues[:1], SETTINGS, names=("full",)))
+        seen.append(torch.get_num_threads())
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join(timeout=120)
+    assert seen == [DEFAULT_CPU_THREADS, DEFAULT_CPU_THREADS]
+
+
 def test_int8_linear_matches_the_dense_layer_it_replaces() -> None:
     torch.manual_seed(0)
     dense = nn.Linear(64, 48, bias=True).to(torch.bfloat16)
