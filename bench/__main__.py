@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         if "P4" in only:
             # Several batches, as a report has: with one batch (8 dialogues, the first round's
             # setting) length sorting cannot act and every row is padded to the longest (177 to
-            # 497 tokens), which hid what batching gains (P4 1.08 with 8, ~2.1 with 32).
+            # 497 tokens), which hid what batching gains (P4 1.08 with 8 dialogues, 1.50 with 24).
             dialogues = args.dialogues or (8 if quick else 24)
             batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
             ev = run_worker("eval", {**spec, "dialogues": dialogues, "batch_sizes": batch_sizes}, log)

@@ -430,7 +430,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
     int8 = use_int8_weights(config.dtype, device)
     threads = cpu_threads(config) if device.type == "cpu" else None
     if threads is not None:
-        torch.set_num_threads(threads)  # this thread and threads started later; see cpu_threads below
+        torch.set_num_threads(threads)  # this thread and those started later (see the end)
     result = ModelSet(config=config)
     locations = config.models.as_dict()
     # Hub ids become their cached snapshot directories here; what cannot be fetched is that
