@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,55 @@ def test_shipped_mini_carries_its_decoding_defaults_and_report() -> None:
     assert set(summary["models"]) == {"original", "full", "lora"}
     total = sum(p.stat().st_size for p in MINI.rglob("*") if p.is_file())
     assert total <= 40 * 1024 * 1024, f"checkpoints/mini is {total / 2**20:.1f} MiB, over the 40 MiB budget"
+
+
+# Dialogues written for this test (not DialogSum): a ticket, a doctor, a meeting, a concert, a shop.
+PASTED = [
+    "#Person1#: Hi, I'd like a ticket to Boston on the morning train.\n#Person2#: The 9 o'clock train "
+    "to Boston is 45 dollars.\n#Person1#: OK, one ticket to Boston, please. Can I pay by credit card?"
+    "\n#Person2#: Sure. Here is your ticket.",
+    "#Person1#: Doctor, I have had a bad headache for three days.\n#Person2#: Do you have a fever too?"
+    "\n#Person1#: Yes, a little fever at night.\n#Person2#: I will give you some medicine. Take it "
+    "twice a day and drink a lot of water.",
+    "#Person1#: Can we meet on Friday to talk about the report?\n#Person2#: Friday is busy for me. How "
+    "about Thursday afternoon?\n#Person1#: Thursday at 3 is fine. Let's meet in my office.\n"
+    "#Person2#: Great, see you on Thursday.",
+    "#Person1#: Mary, do you want to go to the concert with me tonight?\n#Person2#: I'd love to, but I "
+    "have to finish my homework.\n#Person1#: The concert starts at eight. You can finish your homework "
+    "before that.\n#Person2#: All right, I'll go with you.",
+    "#Person1#: I want to buy a new computer for my son.\n#Person2#: This laptop is very popular with "
+    "students. It is 800 dollars.\n#Person1#: That's too expensive. Do you have a cheaper one?\n"
+    "#Person2#: This one is 500 dollars.",
+]
+STOPWORDS = set(
+    "the and for you your are was were with that this have has had can not but all one our out too "  # noqa: SIM905
+    "what when how who why yes here there some very will would about from into they them their then "
+    "than its it's i'd i'll let's see that's ok okay sure great fine well".split()
+)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+(?:'[a-z]+)?", re.sub(r"#person\d#", " ", text.lower())))
+
+
+def _own_content_words(dialogues: list[str]) -> list[set[str]]:
+    """Each dialogue's content words that no other dialogue has: no stopwords, no speaker tags."""
+    words = [{w for w in _words(d) if len(w) >= 3 and w not in STOPWORDS} for d in dialogues]
+    return [w - set().union(*(o for j, o in enumerate(words) if j != i)) for i, w in enumerate(words)]
+
+
+@pytest.mark.parametrize("name", ["full", "lora"])
+def test_shipped_mini_summaries_of_pasted_dialogues_name_their_content(data_dir: str, name: str) -> None:
+    if not (MINI / "full" / "config.json").is_file():
+        pytest.skip(f"checkpoints/mini is absent ({MINI}); build it with `python -m train.mini`")
+    config = load_config(env={}, preset="mini", data=data_dir, device="cpu", dtype="float32")
+    model_set = load_model_set(config, names=(name,))
+    (rows,) = list(summarize_many(model_set, PASTED, GenerationSettings(max_new_tokens=None), names=(name,)))
+    texts = [r.text for r in rows]
+    assert len(set(texts)) == len(PASTED), texts
+    named = [sorted(_words(t) & own) for t, own in zip(texts, _own_content_words(PASTED), strict=True)]
+    # A 3.5M-parameter model: it names something of its own dialogue in some of them, not all.
+    assert sum(bool(n) for n in named) >= 2, list(zip(texts, named, strict=True))
 
 
 TINY_BUILD = [

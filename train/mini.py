@@ -74,14 +74,14 @@ class MiniOptions:
         "pre-training; off in the shipped recipe (see the README's table of recipes tried)",
     )
     denoisers: str = _option(
-        "0.15:3:1", "span-corruption mixture: density:mean_span[:weight[:full]], comma separated"
+        "0.15:3:1,0.3:3:1:full", "span-corruption mixture: density:mean_span[:weight[:full]], comma separated"
     )
     denoise_repeat: int = _option(1, "times the span-corruption windows appear in the mixture")
-    copy_steps: int = _option(0, "steps of a first stage that only copies short turns (0: none)")
+    copy_steps: int = _option(1500, "steps of a first stage that only copies short turns (0: none)")
     copy_batch_size: int = _option(32, "sentences per copy-stage step")
     max_length: int = _option(256, "tokens per span-corruption window")
     pretrain_steps: int = _option(400, "pre-training optimizer steps")
-    pretrain_lr: float = _option(2e-3, "pre-training peak learning rate")
+    pretrain_lr: float = _option(1e-3, "pre-training peak learning rate")
     pretrain_batch_size: int = _option(16, "pre-training examples per step")
     # fine-tuning on the validation split (both methods)
     holdout: int = _option(
@@ -92,10 +92,10 @@ class MiniOptions:
     warmup_ratio: float = _option(0.05, "fine-tuning warm-up, a fraction of the steps")
     label_smoothing: float = _option(0.1, "fine-tuning label smoothing")
     finetune_dropout: float | None = _option(None, "dropout while fine-tuning (default: the model's)")
-    full_epochs: float = _option(2.0, "full fine-tuning epochs")
+    full_epochs: float = _option(6.0, "full fine-tuning epochs")
     full_steps: int = _option(-1, "full fine-tuning steps; overrides epochs when > 0")
     full_lr: float = _option(1e-3, "full fine-tuning learning rate")
-    lora_epochs: float = _option(2.0, "LoRA epochs")
+    lora_epochs: float = _option(6.0, "LoRA epochs")
     lora_steps: int = _option(-1, "LoRA steps; overrides epochs when > 0")
     lora_lr: float = _option(3e-3, "LoRA learning rate")
     lora_r: int = _option(32, "LoRA rank")
