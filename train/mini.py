@@ -4,8 +4,9 @@ Four steps, each with a progress bar, from nothing but a DialogSum directory:
 
 1. a sentencepiece tokenizer fitted on validation dialogues and summaries and unlabeled
    dialogues (never the test split);
-2. ``original``: a small T5 trained from scratch with T5's span-corruption objective on the
-   validation and unlabeled *dialogues* (never the summaries: it must not learn to summarize);
+2. ``original``: a small T5 trained from scratch on the validation and unlabeled *dialogues*
+   (never the summaries: it must not learn to summarize): first a copy stage (repeat a turn),
+   then T5's span corruption mixed with whole-text reconstruction;
 3. ``full`` and ``lora``: fine-tuned on the validation split by ``train.common.train`` - the
    same prompt, collator, metadata and model cards as the flan-t5-base preset;
 4. the evaluation report on the test split (``train.evaluate``) in ``OUTPUT/eval``.
@@ -408,8 +409,9 @@ def run_evaluation(out: Path, options: MiniOptions) -> dict[str, Any]:
 
 
 DESCRIPTION = """Build the mini preset from a DialogSum directory, offline, on a CPU: a tokenizer, a
-small T5 pre-trained from scratch (the 'original': span corruption plus dialogue instruction
-tasks on DialogSum and DREAM dialogue text; it never sees a summary), its full fine-tune and
+small T5 pre-trained from scratch (the 'original': a copy stage, then span corruption and
+whole-text reconstruction on DialogSum dialogue text, optionally instruction tasks with DREAM; it
+never sees a summary), its full fine-tune and
 LoRA adapter trained on the validation split with train.full/train.lora's code, and the ROUGE
 report on the test split. The defaults are the shipped recipe (see build.json for its time)."""
 
