@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,24 +22,31 @@ from core.config import PROJECT_ROOT, GenerationSettings, load_config
 from core.data import load_split
 from core.generation import summarize_many
 from core.metrics import rouge
-from core.models import load_model_set
+from core.models import ModelSet, load_model_set
+from train.tasks import content_words
 
 MINI = PROJECT_ROOT / "checkpoints" / "mini"
 SLICE = 30
+SHIPPED_DEFAULTS = GenerationSettings(max_new_tokens=None)  # each generation_config.json decides
 
 
 @pytest.fixture(scope="module")
-def shipped_summaries(data_dir: str) -> dict[str, list[str]]:
-    """Each shipped mini model's summaries of the first test dialogues, with its own decoding defaults."""
+def shipped_set(data_dir: str) -> ModelSet:
+    """The shipped mini models, loaded once at fp32 (the same summaries on every CPU)."""
     if not (MINI / "full" / "config.json").is_file():
         pytest.skip(f"checkpoints/mini is absent ({MINI}); build it with `python -m train.mini`")
     config = load_config(env={}, preset="mini", data=data_dir, device="cpu", dtype="float32")
     model_set = load_model_set(config)
     assert not model_set.errors, model_set.errors
+    return model_set
+
+
+@pytest.fixture(scope="module")
+def shipped_summaries(shipped_set: ModelSet, data_dir: str) -> dict[str, list[str]]:
+    """Each shipped mini model's summaries of the first test dialogues, with its own decoding defaults."""
     records = load_split(data_dir, "test", limit=SLICE)
-    settings = GenerationSettings(max_new_tokens=None)  # the shipped generation_config.json decides
     out: dict[str, list[str]] = {}
-    for batch in summarize_many(model_set, [r.dialogue for r in records], settings):
+    for batch in summarize_many(shipped_set, [r.dialogue for r in records], SHIPPED_DEFAULTS):
         assert all(s.error is None for s in batch), [s.error for s in batch if s.error]
         out[batch[0].model] = [s.text for s in batch]
     out["_references"] = [json.dumps(r.references) for r in records]
@@ -103,33 +109,29 @@ PASTED = [
     "students. It is 800 dollars.\n#Person1#: That's too expensive. Do you have a cheaper one?\n"
     "#Person2#: This one is 500 dollars.",
 ]
-STOPWORDS = set(
-    "the and for you your are was were with that this have has had can not but all one our out too "  # noqa: SIM905
-    "what when how who why yes here there some very will would about from into they them their then "
-    "than its it's i'd i'll let's see that's ok okay sure great fine well".split()
-)
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+(?:'[a-z]+)?", re.sub(r"#person\d#", " ", text.lower())))
 
 
 def _own_content_words(dialogues: list[str]) -> list[set[str]]:
-    """Each dialogue's content words that no other dialogue has: no stopwords, no speaker tags."""
-    words = [{w for w in _words(d) if len(w) >= 3 and w not in STOPWORDS} for d in dialogues]
+    """Each dialogue's content words (``train.tasks.content_words``) that no other dialogue has."""
+    words = [_lower_content_words(d) for d in dialogues]
     return [w - set().union(*(o for j, o in enumerate(words) if j != i)) for i, w in enumerate(words)]
 
 
+def _lower_content_words(text: str) -> set[str]:
+    return {w.lower() for w in content_words(text)}
+
+
 @pytest.mark.parametrize("name", ["full", "lora"])
-def test_shipped_mini_summaries_of_pasted_dialogues_name_their_content(data_dir: str, name: str) -> None:
-    if not (MINI / "full" / "config.json").is_file():
-        pytest.skip(f"checkpoints/mini is absent ({MINI}); build it with `python -m train.mini`")
-    config = load_config(env={}, preset="mini", data=data_dir, device="cpu", dtype="float32")
-    model_set = load_model_set(config, names=(name,))
-    (rows,) = list(summarize_many(model_set, PASTED, GenerationSettings(max_new_tokens=None), names=(name,)))
+def test_shipped_mini_summaries_of_pasted_dialogues_name_their_content(
+    shipped_set: ModelSet, name: str
+) -> None:
+    (rows,) = list(summarize_many(shipped_set, PASTED, SHIPPED_DEFAULTS, names=(name,)))
     texts = [r.text for r in rows]
     assert len(set(texts)) == len(PASTED), texts
-    named = [sorted(_words(t) & own) for t, own in zip(texts, _own_content_words(PASTED), strict=True)]
+    named = [
+        sorted(_lower_content_words(t) & own)
+        for t, own in zip(texts, _own_content_words(PASTED), strict=True)
+    ]
     # A 3.5M-parameter model: it names something of its own dialogue in some of them, not all.
     assert sum(bool(n) for n in named) >= 2, list(zip(texts, named, strict=True))
 
