@@ -15,6 +15,7 @@ to 50 tokens:
       one-time FLOPs at the measured matmul rate of the served dtype (P3_served_floor_ratio, <= 2.5)
   P4  report throughput batched / one dialogue at a time               (goal >= 3)
   P5  LoRA / full training step time and peak RSS (batch 4)            (goal <= 0.5, <= 0.6)
+      (full trains in fp32; LoRA's frozen base in fp32, or bf16 with --lora-base-dtype bfloat16)
   P6  seconds from ``python app.py`` (offline, default preset) to HTTP 200  (goal <= 6)
 
 It prints a table and, as its last line, one JSON object with the P-figures. Ratios are taken
@@ -26,6 +27,7 @@ Examples:
     python -m bench --only P2,P3          # some figures only
     python -m bench --workdir /tmp/bench  # keep and reuse the built checkpoints
     python -m bench --dtype float32       # the app path at another precision
+    python -m bench --only P5 --lora-base-dtype bfloat16   # LoRA on a bf16 frozen base
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", default="8", help="P4 batch sizes to try (default 8)")
     parser.add_argument(
         "--gradient-checkpointing", action="store_true", help="P5 with gradient checkpointing (both methods)"
+    )
+    parser.add_argument(
+        "--lora-base-dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="P5: the frozen base's precision while LoRA trains (train.lora --lora-base-dtype)",
     )
     return parser
 
@@ -311,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             train_spec = {
                 **spec, "steps": steps, "batch_size": 4, "label_tokens": 48,
                 "gradient_checkpointing": args.gradient_checkpointing,
+                "lora_base_dtype": args.lora_base_dtype,
             }  # fmt: skip
             full = run_worker("train", {**train_spec, "method": "full"}, log)
             lora = run_worker("train", {**train_spec, "method": "lora"}, log)
@@ -321,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows,
                 "train step full / LoRA (s)",
                 f"{full['step_s']:.2f} / {lora['step_s']:.2f}",
-                f"batch 4, fp32, 1 thread, grad. checkpointing {gc}",
+                f"batch 4, 1 thread, LoRA base {args.lora_base_dtype}, grad. checkpointing {gc}",
             )
             _row(
                 rows,

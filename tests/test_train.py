@@ -116,6 +116,42 @@ def test_outputs_load_through_core_and_generate(trained: dict[str, Any], data_di
         assert results[name][0].text.strip()
 
 
+def test_lora_on_a_bf16_frozen_base_trains_a_float32_adapter(
+    tiny_checkpoints: dict[str, str], data_dir: str, tmp_path: Path, one_thread: None
+) -> None:
+    """``--lora-base-dtype bfloat16``: the base is held (and loaded) in bf16, the adapter trains
+    and is saved in fp32, and the app serves it on the base as shipped."""
+    seen: dict[str, set[torch.dtype]] = {}
+
+    class Dtypes(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
+            for name, param in model.named_parameters():
+                seen.setdefault("adapter" if "lora_" in name else "base", set()).add(param.dtype)
+
+    base = tiny_checkpoints["original"]
+    out = tmp_path / "lora-bf16"
+    options = tiny_options("lora", base, out, data_dir, lora_base_dtype="bfloat16", callbacks=[Dtypes()])
+    meta = train(options)
+    assert seen == {"base": {torch.bfloat16}, "adapter": {torch.float32}}
+    assert meta["lora"]["base_dtype"] == "bfloat16"
+    history = meta["loss_history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as weights:
+        names = weights.keys()
+        assert names and {weights.get_tensor(k).dtype for k in names} == {torch.float32}
+    config = load_config(env={}, preset="mini", original=base, lora=str(out), data=data_dir, device="cpu")
+    model_set = load_model_set(config, names=("original", "lora"))
+    assert model_set.errors == {}
+    rows = [
+        r
+        for batch in summarize_many(
+            model_set, ["#Person1#: Hi.\n#Person2#: Hello."], GenerationSettings(None), names=("lora",)
+        )
+        for r in batch
+    ]
+    assert rows[0].error is None and rows[0].text.strip()
+
+
 def test_full_checkpoint_round_trips_untied_weights(trained: dict[str, Any]) -> None:
     """transformers 5 forces ``tie_word_embeddings``; the saved head must still come back as trained."""
     out = trained["full"]["dir"]
@@ -279,6 +315,10 @@ def test_bad_options_are_refused_clearly() -> None:
         TrainOptions(method="qlora", base_model="b", output_dir="o").validate()
     with pytest.raises(ValueError, match="batch_size"):
         TrainOptions(method="full", base_model="b", output_dir="o", batch_size=0).validate()
+    with pytest.raises(ValueError, match="lora_base_dtype is for LoRA"):
+        TrainOptions(method="full", base_model="b", output_dir="o", lora_base_dtype="bfloat16").validate()
+    with pytest.raises(ValueError, match="lora_base_dtype must be one of"):
+        TrainOptions(method="lora", base_model="b", output_dir="o", lora_base_dtype="float16").validate()
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="bf16 needs a CUDA GPU"):
             TrainOptions(method="full", base_model="b", output_dir="o", bf16=True).validate()
