@@ -65,6 +65,8 @@ GIB = 1024**3
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from train.common import LORA_BASE_DTYPES, LoraArguments
+
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
@@ -89,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lora-base-dtype",
-        default="float32",
-        choices=("float32", "bfloat16"),
+        default=LoraArguments.lora_base_dtype,  # train.lora's own default and choices
+        choices=LORA_BASE_DTYPES,
         help="P5: the frozen base's precision while LoRA trains (train.lora --lora-base-dtype)",
     )
     return parser

@@ -248,7 +248,7 @@ def task_train(spec: dict[str, Any]) -> dict[str, Any]:
             logging_steps=1,
             save_steps=10_000,
             quiet=True,
-            lora_base_dtype=spec.get("lora_base_dtype", "float32") if method == "lora" else "float32",
+            **({"lora_base_dtype": spec["lora_base_dtype"]} if method == "lora" else {}),
         ).validate()
         tokenizer, model = load_base(options)
         if method == "lora":
