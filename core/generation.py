@@ -180,12 +180,23 @@ CONCURRENT_GROUPS = False
 
 
 def concurrent_workers(groups: int, cores: int | None = None, threads: int | None = None) -> int:
-    """How many generate calls to run at once: one per group, as many as the cores hold at the
-    intra-op thread count (``torch.get_num_threads()``) each; 1 means one after another."""
+    """How many generate calls to run at once: one per group, as many as the cores hold at
+    ``threads`` intra-op threads each (default: the calling thread's ``torch.get_num_threads()``);
+    1 means one after another."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = threads if threads is not None else torch.get_num_threads()
     return max(1, min(groups, cores // max(1, threads)))
+
+
+def configured_threads(models: Sequence[LoadedModel]) -> int | None:
+    """The intra-op thread count the models' generate calls run with (``ARENA_THREADS``).
+
+    Why not the calling thread's count: torch keeps it per OS thread, and a server thread
+    started before the models loaded still has every core (see :func:`use_threads`), which
+    would make concurrent groups look as if they did not fit. None when no model sets one (GPU).
+    """
+    return max((m.cpu_threads for m in models if m.cpu_threads is not None), default=None)
 
 
 def _summarize_group(
@@ -255,7 +266,7 @@ def summarize_many(
             yield [Summary(name, "", 0.0, error=reason) for _ in dialogues]
     groups = plan_groups(available, settings)
     concurrent = CONCURRENT_GROUPS if concurrent is None else concurrent
-    workers = concurrent_workers(len(groups)) if concurrent else 1
+    workers = concurrent_workers(len(groups), threads=configured_threads(available)) if concurrent else 1
     if workers == 1:
         for group in groups:
             yield from _summarize_group(group, dialogues, settings, max_input_tokens, time_limit_s)

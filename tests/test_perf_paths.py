@@ -194,7 +194,7 @@ def test_concurrent_groups_overlap_and_stream_in_the_order_they_finish(
         return real(group, *args, **kwargs)
 
     monkeypatch.setattr(generation, "_generate", generate)
-    monkeypatch.setattr(generation, "concurrent_workers", lambda groups: groups)
+    monkeypatch.setattr(generation, "concurrent_workers", lambda groups, **_: groups)
     order = [rows[0].model for rows in summarize_many(int8_set, dialogues[:1], SETTINGS, concurrent=True)]
     assert order == ["full", "original", "lora"]  # plan order would be original, lora, full
 
@@ -205,6 +205,35 @@ def test_concurrent_workers_fit_the_cores_at_the_thread_count() -> None:
     assert concurrent_workers(2, cores=2, threads=2) == 1  # two threads each already fill the cores
     assert concurrent_workers(1, cores=16, threads=1) == 1
     assert concurrent_workers(2, cores=1, threads=4) == 1
+
+
+def test_concurrent_groups_are_sized_at_the_models_thread_count_not_the_callers(
+    int8_set, dialogues, monkeypatch
+) -> None:
+    import core.generation as generation
+
+    real, asked = generation.concurrent_workers, []
+
+    def workers(groups, **kwargs):
+        asked.append(kwargs.get("threads"))
+        return real(groups, cores=2, **kwargs)
+
+    monkeypatch.setattr(generation, "concurrent_workers", workers)
+    monkeypatch.setattr(
+        generation, "_generate", lambda group, prompts, *a, **k: ([[""] * len(prompts)] * len(group), False)
+    )
+
+    def request() -> None:  # a server thread started before the models loaded has every core
+        torch.set_num_threads(2)
+        list(summarize_many(int8_set, dialogues[:1], SETTINGS, concurrent=True))
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join(timeout=120)
+    assert DEFAULT_CPU_THREADS != 2  # otherwise this test could not tell the two counts apart
+    assert asked == [DEFAULT_CPU_THREADS]
+    assert generation.configured_threads(list(int8_set.models.values())) == DEFAULT_CPU_THREADS
+    assert generation.configured_threads([]) is None
 
 
 def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(int8_set, dialogues) -> None:
