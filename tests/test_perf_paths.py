@@ -5,6 +5,8 @@
   invariant - a row's summary doesn't depend on what it is batched with, so peft's mixed-
   adapter batch (original + LoRA in one call) equals separate calls, and the report's batched
   evaluation equals one dialogue at a time.
+* On a CPU a batch's rows are encoded one at a time at their own length (no padding), each with
+  its own adapter, exactly as a batch-1 call encodes them; decoding runs batched.
 * One intra-op thread per CPU generate call unless ``ARENA_THREADS`` says otherwise; the
   shared-base batch and the full model run at the same time on free cores, with the same
   summaries as one after another, each column streamed as its call finishes.
@@ -23,9 +25,18 @@ import torch
 from torch import nn
 
 from core.config import GenerationSettings, load_config
-from core.generation import Summary, concurrent_workers, summarize, summarize_many
+from core.generation import (
+    Summary,
+    concurrent_workers,
+    encode_rows_apart,
+    fit_dialogue,
+    summarize,
+    summarize_many,
+)
 from core.models import (
+    BASE_ADAPTER,
     DEFAULT_CPU_THREADS,
+    LORA_ADAPTER,
     ModelLoadError,
     cpu_threads,
     load_model_set,
@@ -33,6 +44,7 @@ from core.models import (
     use_int8_weights,
 )
 from core.precision import Int8WeightLinear, cpu_has_native_bf16, int8_kernel_available, quantize_decoder
+from core.prompt import build_prompt
 
 pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
 
@@ -243,6 +255,48 @@ def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(int8_set
     for i, dialogue in enumerate(dialogues):
         one = {s.model: s.text for s in summarize(int8_set, dialogue, SETTINGS)}
         assert one == {name: texts[i] for name, texts in batched.items()}
+
+
+def test_cpu_batches_encode_each_row_at_its_own_length(int8_set, dialogues, monkeypatch) -> None:
+    """The encoder never sees padding on a CPU: one call per row, at that row's token count."""
+    shared = int8_set.models["original"]
+    tokenizer = shared.tokenizer
+    encoder = shared.model.get_encoder()
+    seen: list[tuple[int, int]] = []
+    hook = encoder.register_forward_pre_hook(
+        lambda _module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        next(summarize_many(int8_set, dialogues, SETTINGS, names=("original", "lora")))
+    finally:
+        hook.remove()
+    lengths = sorted(
+        len(tokenizer(build_prompt(fit_dialogue(tokenizer, d).dialogue))["input_ids"]) for d in dialogues
+    )
+    assert len(set(lengths)) > 1  # the batch really holds padding
+    assert sorted(seen) == sorted([(1, n) for n in lengths] * 2)  # original and LoRA rows
+
+
+def test_rows_encoded_apart_equal_batch_1_encoding_with_each_rows_adapter(int8_set, dialogues) -> None:
+    shared = int8_set.models["original"]
+    model, tokenizer = shared.model, shared.tokenizer
+    prompts = [build_prompt(d) for d in dialogues[:2]]
+    encoded = tokenizer(prompts * 2, return_tensors="pt", padding=True)
+    names = [BASE_ADAPTER, BASE_ADAPTER, LORA_ADAPTER, LORA_ADAPTER]
+    with torch.inference_mode():
+        states = encode_rows_apart(model, encoded, names).last_hidden_state
+        assert states.shape[:2] == encoded["input_ids"].shape
+        for row, name in enumerate(names):
+            alone = tokenizer(prompts[row % 2], return_tensors="pt")
+            start = torch.zeros((1, 1), dtype=torch.long)
+            # What a batch-1 generate's encoder computes for this row (peft's public forward).
+            expected = model(
+                **alone, decoder_input_ids=start, adapter_names=[name]
+            ).encoder_last_hidden_state[0]
+            length = expected.shape[0]
+            assert torch.equal(states[row, :length], expected)
+            assert not states[row, length:].any()  # padding: zeros the decoder never attends to
+    assert not torch.equal(states[0], states[2])  # the LoRA rows went through the adapter
 
 
 def test_original_and_lora_share_the_base_weights_in_memory(int8_set) -> None:
