@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows,
                 f"report, {dialogues} dialogues x 3 models, one at a time (s)",
                 f"{ev['one_at_a_time_s']:.1f}",
+                f"{ev['threads']} threads (train.evaluate's default)",
             )
             for b in batch_sizes:
                 _row(rows, f"report, batch size {b} (s)", f"{ev[f'batched_{b}_s']:.1f}")

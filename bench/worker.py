@@ -39,11 +39,17 @@ def _checkpoints(spec: dict[str, Any]) -> BenchCheckpoints:
     )
 
 
-def _load(spec: dict[str, Any], names: tuple[str, ...], dtype: str | None = None) -> Any:
+def _load(
+    spec: dict[str, Any], names: tuple[str, ...], dtype: str | None = None, report: bool = False
+) -> Any:
     from core.models import load_model_set
 
     checkpoints = _checkpoints(spec)
     config = checkpoints.config(dtype=dtype or spec["dtype"], threads=spec.get("threads"))
+    if report:  # as train.evaluate loads them: its own thread default
+        from train.evaluate import report_config
+
+        config = report_config(config)
     if spec.get("adapters"):  # extra adapters on the original's base, as ARENA_ADAPTERS adds them
         config = dataclasses.replace(config, adapters=tuple((n, loc) for n, loc in spec["adapters"]))
     model_set = load_model_set(config, names=names)
@@ -201,9 +207,10 @@ def task_eval(spec: dict[str, Any]) -> dict[str, Any]:
     from core.data import load_split
     from train.evaluate import GenerationCache, generate_all
 
-    model_set = _load(spec, ("original", "full", "lora"))
+    model_set = _load(spec, ("original", "full", "lora"), report=True)
     records = load_split(spec["data"], "test", limit=spec["dialogues"])
-    results: dict[str, Any] = {"dialogues": len(records)}
+    threads = model_set.models["full"].cpu_threads
+    results: dict[str, Any] = {"dialogues": len(records), "threads": threads}
     with tempfile.TemporaryDirectory() as tmp:
 
         def run(batch_size: int, label: str) -> float:

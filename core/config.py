@@ -310,6 +310,7 @@ def load_config(
     num_beams: int | None = None,
     votes_db: str | None = None,
     persistent_root: str | Path | None = None,
+    threads: int | None = None,
 ) -> ArenaConfig:
     """Build the configuration from preset defaults, the environment and explicit overrides.
 
@@ -347,7 +348,7 @@ def load_config(
         generation=generation,
         device=device or env.get("ARENA_DEVICE") or "auto",
         dtype=dtype or env.get("ARENA_DTYPE") or "auto",
-        threads=_env_int(env, "ARENA_THREADS"),
+        threads=threads if threads is not None else _env_int(env, "ARENA_THREADS"),
         generation_timeout_s=_env_timeout(env, "ARENA_GENERATION_TIMEOUT_S"),
         votes_db=votes_db or env.get("ARENA_VOTES_DB") or default_votes_db(persistent_root),
         checkpoints=checkpoints,

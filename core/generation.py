@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +26,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.modeling_outputs import BaseModelOutput
 
 from core.config import MODEL_NAMES, GenerationSettings
-from core.models import LoadedModel, ModelSet
+from core.models import LoadedModel, ModelSet, available_cores
 from core.prompt import build_prompt, clean_text
 
 logger = logging.getLogger(__name__)
@@ -232,7 +231,7 @@ def concurrent_workers(groups: int, cores: int | None = None, threads: int | Non
     ``threads`` intra-op threads each (default: the calling thread's ``torch.get_num_threads()``);
     1 means one after another."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = available_cores()
     threads = threads if threads is not None else torch.get_num_threads()
     return max(1, min(groups, cores // max(1, threads)))
 

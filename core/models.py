@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 # process holds a core (a shared host) every op waits for it: measured by ``python -m bench``
 # on a busy 2-core machine, one thread generated 3-6x faster than two.
 DEFAULT_CPU_THREADS = 1
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_threads(config: ArenaConfig) -> int:

@@ -26,6 +26,7 @@ from core.evaluation import (
     template_summary,
 )
 from core.metrics import ROUGE_CONVENTIONS, ROUGE_TYPES, rouge
+from core.models import available_cores
 from train import evaluate as evaluate_cli
 
 IMPROVEMENTS = ("full_vs_original", "lora_vs_original", "lora_vs_full")
@@ -241,6 +242,39 @@ def test_rerun_reuses_the_generation_cache(
     )
     assert shorter["cache"] == {"reused": 0, "generated": 18}  # other settings: generated anew
     assert shorter["generation"]["full"]["max_new_tokens"] == 4
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, None), ({"ARENA_THREADS": "1"}, 1)])
+def test_reports_generate_on_every_core_unless_threads_are_configured(
+    tmp_path: Path, tiny_checkpoints: dict[str, str], data_dir: str, monkeypatch, env, expected
+) -> None:
+    loaded, load = [], evaluate_cli.load_model_set
+
+    def spy(config, *args, **kwargs):
+        loaded.append(load(config, *args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(evaluate_cli, "load_model_set", spy)
+    config = load_config(env=env, preset="mini", data=data_dir, device="cpu", **tiny_checkpoints)
+    evaluate_cli.evaluate(config, "test", 2, tmp_path, resamples=50, progress=False, input_use_check=False)
+    (model_set,) = loaded
+    threads = {m.cpu_threads for m in model_set.models.values()}
+    assert threads == {expected or available_cores()}
+
+
+def test_evaluate_threads_flag_reaches_the_config(tmp_path: Path, monkeypatch, capsys) -> None:
+    seen = []
+
+    def stop(config, *args, **kwargs):
+        seen.append(config)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate", stop)
+    assert evaluate_cli.main(["--threads", "3", "--output", str(tmp_path)]) == 2
+    assert seen[0].threads == 3
+    assert evaluate_cli.main(["--threads", "0", "--output", str(tmp_path)]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert len(seen) == 1  # refused before anything ran
 
 
 def test_evaluate_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ from core.evaluation import (
 )
 from core.generation import MAX_INPUT_TOKENS, Summary, effective_kwargs, summarize_all
 from core.metrics import ROUGE_TYPES
-from core.models import LoadedModel, ModelSet, load_model_set
+from core.models import LoadedModel, ModelSet, available_cores, load_model_set
 from core.reports import normalise_report
 from train.metadata import portable_location
 
@@ -284,7 +285,7 @@ def evaluate(
     records = load_split(config.data, split, limit)
     if len(records) < 1:
         raise DataError(f"no dialogues in split {split!r} of {config.data}")
-    model_set = load_model_set(config)
+    model_set = load_model_set(report_config(config))
     if not model_set.models:
         raise RuntimeError(
             "no model could be loaded: " + "; ".join(f"{k}: {v}" for k, v in model_set.errors.items())
@@ -325,6 +326,20 @@ def evaluate(
     return summary
 
 
+def report_config(config: ArenaConfig) -> ArenaConfig:
+    """``config`` with a report's CPU threads: ``ARENA_THREADS`` (or ``--threads``) where set, else
+    every core this process may use.
+
+    The app runs one thread per generate call because it shares its host and answers one
+    dialogue at a time (:data:`core.models.DEFAULT_CPU_THREADS`); a report runs alone, in batches
+    whose products split well across cores (python -m bench, P4 on 2 cores: batches of 8 took
+    17.0 s at two threads against 27.7 s at one, one dialogue at a time 36.0 s against 48.6 s).
+    """
+    if config.threads is not None:
+        return config
+    return dataclasses.replace(config, threads=available_cores())
+
+
 def _flag(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field whose metadata HfArgumentParser turns into the flag's help (and choices)."""
     return field(default=default, metadata={"help": help, **extra})
@@ -352,6 +367,10 @@ class EvaluateOptions:
         None,
         "float32, bfloat16, int8 or auto (default: auto: bf16 on CUDA; on a CPU with hardware bf16, "
         "bf16 with int8 decoder weights; else fp32)",
+    )
+    threads: int | None = _flag(
+        None,
+        "CPU threads per generate call (default: ARENA_THREADS if set, else every core: a report runs alone)",
     )
     bootstrap: int = _flag(BOOTSTRAP_RESAMPLES, "bootstrap resamples")
     seed: int = _flag(BOOTSTRAP_SEED, "bootstrap seed")
@@ -393,10 +412,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
+    if args.threads is not None and args.threads < 1:
+        print("error: --threads must be at least 1", file=sys.stderr)
+        return 2
     try:
         config = load_config(
             preset=args.preset, original=args.original, full=args.full, lora=args.lora,
-            data=args.data, device=args.device, dtype=args.dtype,
+            data=args.data, device=args.device, dtype=args.dtype, threads=args.threads,
         )  # fmt: skip
         settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams).validate()
         out = Path(args.output) if args.output else config.report_dir

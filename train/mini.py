@@ -398,6 +398,7 @@ def run_evaluation(out: Path, options: MiniOptions) -> dict[str, Any]:
         lora=str(out / "lora"),
         data=options.data,
         device="cpu",
+        threads=options.threads or None,
     )
     return evaluate(
         config,
