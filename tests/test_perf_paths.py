@@ -248,12 +248,14 @@ def test_concurrent_groups_are_sized_at_the_models_thread_count_not_the_callers(
     assert generation.configured_threads([]) is None
 
 
-def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(int8_set, dialogues) -> None:
+@pytest.mark.parametrize("beams", [1, 3])  # beam search expands the rows' encoder states too
+def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(int8_set, dialogues, beams) -> None:
+    settings = dataclasses.replace(SETTINGS, num_beams=beams)
     batched = {
-        rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, SETTINGS)
+        rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, settings)
     }
     for i, dialogue in enumerate(dialogues):
-        one = {s.model: s.text for s in summarize(int8_set, dialogue, SETTINGS)}
+        one = {s.model: s.text for s in summarize(int8_set, dialogue, settings)}
         assert one == {name: texts[i] for name, texts in batched.items()}
 
 
