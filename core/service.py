@@ -53,6 +53,9 @@ FRESH_EVAL_RANGE = (1, 50)  # a fresh evaluation from the UI is bounded: it shar
 # A request that needs the models while they are still loading (the page is served before they
 # are: README, Performance, P6) waits at most this long, then is told to try again.
 MODEL_LOAD_WAIT_S = 120.0
+# A battle's dialogues drawn before an empty summary is an error: a model that is silent on most
+# dialogues (or settings that leave no room to write) should say so, not be retried forever.
+BATTLE_DIALOGUE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -249,11 +252,13 @@ class ArenaService:
             raise InputError(f"no DialogSum dialogue with id or topic {key.strip()[:80]!r}")
         return found
 
-    def random_example(self) -> Dialogue:
+    def random_example(self, avoid: Sequence[str] = ()) -> Dialogue:
+        """A random example, not one whose id is in ``avoid`` (unless no other is left)."""
         records = self.examples()
         if not records:
             raise InputError(f"no DialogSum examples available: {self._examples_error}")
-        return self._rng.choice(records)
+        fresh = [r for r in records if r.id not in avoid] if avoid else records
+        return self._rng.choice(fresh or records)
 
     # -- compare ------------------------------------------------------------------------
 
@@ -326,20 +331,33 @@ class ArenaService:
 
         With more than three models (``ARENA_ADAPTERS``), three are drawn per battle, the
         least-drawn first (:class:`core.battles.FairDraw`), so each is shown equally often.
+        A model that writes nothing on the dialogue drawn (one that emits only special tokens
+        can) gets another dialogue, up to :data:`BATTLE_DIALOGUE_TRIES` in all: any random
+        dialogue serves a battle, so the rater need not see an error. Errors and summaries cut
+        at the time limit are not retried (another dialogue would fail the same way).
         """
         settings = settings or self.config.generation
-        example = self.random_example()
-        texts: dict[str, str] = {}
-        failures = []
-        for summary, _ in self.summaries(example.dialogue, settings, names=self._draw_models()):
-            problem = summary.error or ("empty summary" if not summary.text.strip() else None)
-            if problem is None and summary.timed_out:
-                problem = "cut at the time limit (a blind battle compares finished summaries)"
-            if problem is not None:
-                failures.append(f"{MODEL_LABELS[summary.model]}: {problem}")
-            texts[summary.model] = summary.text
-        if failures:
-            raise InputError("A blind battle needs all three models; " + "; ".join(failures))
+        names = self._draw_models()
+        tried = []
+        while True:
+            example = self.random_example(avoid=tried)
+            tried.append(example.id)
+            texts: dict[str, str] = {}
+            failures, only_empty = [], True
+            for summary, _ in self.summaries(example.dialogue, settings, names=names):
+                problem = summary.error or ("empty summary" if not summary.text.strip() else None)
+                if problem is None and summary.timed_out:
+                    problem = "cut at the time limit (a blind battle compares finished summaries)"
+                if problem is not None:
+                    failures.append(f"{MODEL_LABELS[summary.model]}: {problem}")
+                    only_empty = only_empty and problem == "empty summary"
+                texts[summary.model] = summary.text
+            if not failures:
+                break
+            if not only_empty or len(tried) >= BATTLE_DIALOGUE_TRIES:
+                tries = f" (on each of {len(tried)} dialogues drawn)" if only_empty and len(tried) > 1 else ""
+                raise InputError("A blind battle needs all three models; " + "; ".join(failures) + tries)
+            logger.info("battle: %s on dialogue %s; drawing another", "; ".join(failures), example.id)
         return self.battles.open(
             dialogue_id=example.id,
             dialogue=example.dialogue,

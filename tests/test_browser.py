@@ -133,8 +133,11 @@ def test_compare_in_the_browser(page) -> None:
             "id => { const el = document.querySelector('#scores-' + id); return el && el.innerText.includes('R-1'); }",
             arg=name,
         )
-        assert _value(page, f"#summary-{name}").strip(), f"{name} produced no summary"
         scores = page.locator(f"#scores-{name}").inner_text()
+        # The tiny random models write nothing (only special tokens) on about one dialogue in 250:
+        # then the column must say so rather than show a blank box.
+        written = bool(_value(page, f"#summary-{name}").strip())
+        assert written or "Empty summary" in scores, f"{name} produced no summary and no notice: {scores}"
         assert "R-Lsum" in scores and "ROUGE F1" in scores
         # Original and LoRA share one generate call: their time is said to be shared.
         assert ("one batched call" in scores) == (name != "full"), scores
@@ -143,6 +146,8 @@ def test_compare_in_the_browser(page) -> None:
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         # The picture once every column's overlap panel shows its words and the fonts are in.
         for name in MODEL_NAMES:
+            if not _value(page, f"#summary-{name}").strip():
+                continue  # nothing written, nothing overlaps: the panel stays hidden
             page.wait_for_function(
                 "id => document.querySelector('#overlap-' + id)?.innerText.trim().length > 0", arg=name
             )

@@ -369,6 +369,49 @@ def test_a_cut_summary_is_shown_as_cut_and_kept_out_of_battles(
         service.new_battle(settings=forced)
 
 
+def _lora_says(monkeypatch: pytest.MonkeyPatch, on_dialogue, **fields) -> list[str]:
+    """Make the LoRA's summary carry ``fields`` (an empty text, an error) on the dialogues that
+    ``on_dialogue(dialogue, seen)`` picks; returns every dialogue summarized, in order."""
+    import core.service
+
+    real, seen = core.service.summarize, []
+
+    def summarize(model_set, dialogue, *args, **kwargs):
+        seen.append(dialogue)
+        for summary in real(model_set, dialogue, *args, **kwargs):
+            hit = summary.model == "lora" and on_dialogue(dialogue, seen)
+            yield dataclasses.replace(summary, **fields) if hit else summary
+
+    monkeypatch.setattr(core.service, "summarize", summarize)
+    return seen
+
+
+def test_a_battle_draws_another_dialogue_when_a_model_writes_nothing(
+    service: ArenaService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _lora_says(monkeypatch, lambda dialogue, seen: dialogue == seen[0], text="")
+    battle = service.new_battle(settings=SETTINGS)
+    assert len(seen) == 2 and seen[0] != seen[1] and battle.dialogue == seen[1]
+    assert all(text.strip() for text in battle.summaries.values())
+
+
+def test_a_battle_gives_up_after_a_few_silent_dialogues_and_never_retries_errors(
+    service: ArenaService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.service import BATTLE_DIALOGUE_TRIES
+
+    seen = _lora_says(monkeypatch, lambda dialogue, seen: True, text="")
+    tried = f"LoRA: empty summary \\(on each of {BATTLE_DIALOGUE_TRIES} dialogues"
+    with pytest.raises(InputError, match=tried):
+        service.new_battle(settings=SETTINGS)
+    assert len(set(seen)) == len(seen) == BATTLE_DIALOGUE_TRIES
+    monkeypatch.undo()
+    seen = _lora_says(monkeypatch, lambda dialogue, seen: True, text="", error="generation failed: boom")
+    with pytest.raises(InputError, match=r"LoRA: generation failed: boom$"):
+        service.new_battle(settings=SETTINGS)
+    assert len(seen) == 1
+
+
 def _result(**fields) -> ModelResult:
     return ModelResult(**{"model": "full", "summary": "A summary.", "rouge": None, "seconds": 0.5, **fields})
 
