@@ -355,7 +355,7 @@ class ArenaService:
             if not failures:
                 break
             if not only_empty or len(tried) >= BATTLE_DIALOGUE_TRIES:
-                tries = f" (on each of {len(tried)} dialogues drawn)" if only_empty and len(tried) > 1 else ""
+                tries = f" ({len(tried)} dialogues drawn, none summarized by all)" if only_empty else ""
                 raise InputError("A blind battle needs all three models; " + "; ".join(failures) + tries)
             logger.info("battle: %s on dialogue %s; drawing another", "; ".join(failures), example.id)
         return self.battles.open(

@@ -401,7 +401,7 @@ def test_a_battle_gives_up_after_a_few_silent_dialogues_and_never_retries_errors
     from core.service import BATTLE_DIALOGUE_TRIES
 
     seen = _lora_says(monkeypatch, lambda dialogue, seen: True, text="")
-    tried = f"LoRA: empty summary \\(on each of {BATTLE_DIALOGUE_TRIES} dialogues"
+    tried = f"LoRA: empty summary \\({BATTLE_DIALOGUE_TRIES} dialogues drawn, none summarized by all\\)"
     with pytest.raises(InputError, match=tried):
         service.new_battle(settings=SETTINGS)
     assert len(set(seen)) == len(seen) == BATTLE_DIALOGUE_TRIES
