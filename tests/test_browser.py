@@ -139,8 +139,11 @@ def test_compare_in_the_browser(page) -> None:
         written = bool(_value(page, f"#summary-{name}").strip())
         assert written or "Empty summary" in scores, f"{name} produced no summary and no notice: {scores}"
         assert "R-Lsum" in scores and "ROUGE F1" in scores
-        # Original and LoRA share one generate call: their time is said to be shared.
-        assert ("one batched call" in scores) == (name != "full"), scores
+        # Original and LoRA share one generate call: their time is said to be shared - unless an
+        # earlier test in this server already summarized the example drawn (1 in 250 each), when
+        # the column says it came from the cache and no call was timed.
+        cached = "(cached)" in scores
+        assert ("one batched call" in scores) == (name != "full" and not cached), scores
     assert "must be" not in page.locator("#compare-notice").inner_text()
     if os.environ.get("ARENA_SCREENSHOT"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
