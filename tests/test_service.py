@@ -395,7 +395,7 @@ def test_a_battle_draws_another_dialogue_when_a_model_writes_nothing(
     assert all(text.strip() for text in battle.summaries.values())
 
 
-def test_a_battle_gives_up_after_a_few_silent_dialogues_and_never_retries_errors(
+def test_a_battle_gives_up_after_a_few_silent_dialogues(
     service: ArenaService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from core.service import BATTLE_DIALOGUE_TRIES
@@ -405,7 +405,11 @@ def test_a_battle_gives_up_after_a_few_silent_dialogues_and_never_retries_errors
     with pytest.raises(InputError, match=tried):
         service.new_battle(settings=SETTINGS)
     assert len(set(seen)) == len(seen) == BATTLE_DIALOGUE_TRIES
-    monkeypatch.undo()
+
+
+def test_a_battle_never_retries_a_failed_model(
+    service: ArenaService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = _lora_says(monkeypatch, lambda dialogue, seen: True, text="", error="generation failed: boom")
     with pytest.raises(InputError, match=r"LoRA: generation failed: boom$"):
         service.new_battle(settings=SETTINGS)
