@@ -56,6 +56,7 @@ MODEL_LOAD_WAIT_S = 120.0
 # A battle's dialogues drawn before an empty summary is an error: a model that is silent on most
 # dialogues (or settings that leave no room to write) should say so, not be retried forever.
 BATTLE_DIALOGUE_TRIES = 3
+EMPTY_SUMMARY = "empty summary"
 
 
 @dataclass(frozen=True)
@@ -338,26 +339,19 @@ class ArenaService:
         """
         settings = settings or self.config.generation
         names = self._draw_models()
-        tried = []
+        tried: list[str] = []
         while True:
             example = self.random_example(avoid=tried)
             tried.append(example.id)
-            texts: dict[str, str] = {}
-            failures, only_empty = [], True
-            for summary, _ in self.summaries(example.dialogue, settings, names=names):
-                problem = summary.error or ("empty summary" if not summary.text.strip() else None)
-                if problem is None and summary.timed_out:
-                    problem = "cut at the time limit (a blind battle compares finished summaries)"
-                if problem is not None:
-                    failures.append(f"{MODEL_LABELS[summary.model]}: {problem}")
-                    only_empty = only_empty and problem == "empty summary"
-                texts[summary.model] = summary.text
-            if not failures:
+            texts, problems = self._battle_summaries(example.dialogue, settings, names)
+            silent_only = all(problem == EMPTY_SUMMARY for problem in problems.values())
+            if not problems or not silent_only or len(tried) >= BATTLE_DIALOGUE_TRIES:
                 break
-            if not only_empty or len(tried) >= BATTLE_DIALOGUE_TRIES:
-                tries = f" ({len(tried)} dialogues drawn, none summarized by all)" if only_empty else ""
-                raise InputError("A blind battle needs all three models; " + "; ".join(failures) + tries)
-            logger.info("battle: %s on dialogue %s; drawing another", "; ".join(failures), example.id)
+            logger.info("battle: %s on dialogue %s; drawing another", problems, example.id)
+        if problems:
+            failures = "; ".join(f"{MODEL_LABELS[model]}: {problem}" for model, problem in problems.items())
+            tries = f" ({len(tried)} dialogues drawn, none summarized by all)" if silent_only else ""
+            raise InputError("A blind battle needs all three models; " + failures + tries)
         return self.battles.open(
             dialogue_id=example.id,
             dialogue=example.dialogue,
@@ -370,6 +364,22 @@ class ArenaService:
             # Scored now, on the summaries shown: the vote stores them for core.agreement.
             rouge={m: rouge(t, example.references) for m, t in texts.items()} if example.references else None,
         )
+
+    def _battle_summaries(
+        self, dialogue: str, settings: GenerationSettings, names: Sequence[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Each drawn model's summary of ``dialogue``, and what makes any unfit for a blind battle."""
+        texts: dict[str, str] = {}
+        problems: dict[str, str] = {}
+        for summary, _ in self.summaries(dialogue, settings, names=names):
+            texts[summary.model] = summary.text
+            if summary.error:
+                problems[summary.model] = summary.error
+            elif not summary.text.strip():
+                problems[summary.model] = EMPTY_SUMMARY
+            elif summary.timed_out:
+                problems[summary.model] = "cut at the time limit (a blind battle compares finished summaries)"
+        return texts, problems
 
     @staticmethod
     def battle_json(battle: Battle) -> dict[str, Any]:
