@@ -217,13 +217,15 @@ def plan_groups(models: Sequence[LoadedModel], settings: GenerationSettings) -> 
     return groups
 
 
-# Groups (the shared-base batch, the full model) can run at the same time, one per free core: on
-# a 2-core CPU with one intra-op thread per call, the full model's call on the second core hides
-# behind the shared-base batch (python -m bench --only P2: 2.51 -> 1.79 near idle). Off by
-# default: in a fresh-clone CI run under load, two identical greedy calls on the tiny test models
-# gave different summaries with it on (their logits are nearly flat, so any change in float
-# summation order flips a token), and a demo must give the same summary twice.
-CONCURRENT_GROUPS = False
+# Groups (the shared-base batch, the full model) run at the same time, one per free core: on a
+# 2-core CPU with one intra-op thread per call, the full model's call on the second core hides
+# behind the shared-base batch (python -m bench --only P2: 2.73 -> 1.73 near idle); with no free
+# core they run one after another (``concurrent_workers``). They were off for a while: a CI run
+# under load once gave two different greedy summaries of one dialogue, before each call set its
+# own thread count (``use_threads``); since then 720 concurrent-vs-sequential comparisons on the
+# tiny test models under three busy processes (int8, fp32; calls from a thread left at two intra-op
+# threads included) gave identical summaries, and tests/test_perf_paths.py checks it.
+CONCURRENT_GROUPS = True
 
 
 def concurrent_workers(groups: int, cores: int | None = None, threads: int | None = None) -> int:
@@ -320,7 +322,7 @@ def summarize_many(
         return
 
     def run(group: Sequence[LoadedModel]) -> list[list[Summary]]:
-        # torch hands each new thread the process's intra-op thread count (ARENA_THREADS).
+        # Each call sets its own intra-op thread count (use_threads): a new thread may not have it.
         return _summarize_group(group, dialogues, settings, max_input_tokens, time_limit_s)
 
     # Not a ``with`` block: a consumer that stops listening must not wait for the other calls.

@@ -7,9 +7,10 @@
   evaluation equals one dialogue at a time.
 * On a CPU a batch's rows are encoded one at a time at their own length (no padding), each with
   its own adapter, exactly as a batch-1 call encodes them; decoding runs batched.
-* One intra-op thread per CPU generate call unless ``ARENA_THREADS`` says otherwise; the
-  shared-base batch and the full model run at the same time on free cores, with the same
-  summaries as one after another, each column streamed as its call finishes.
+* One intra-op thread per CPU generate call unless ``ARENA_THREADS`` says otherwise; by
+  default the shared-base batch and the full model run at the same time when the cores hold
+  both (one after another when they don't), with the same summaries as one after another, each
+  column streamed as its call finishes.
 * The original and LoRA rows really share one set of base weights (the memory figure P1).
 * The benchmark builds flan-t5-base's exact shape (checked on the meta device: no weights).
 """
@@ -206,9 +207,30 @@ def test_concurrent_groups_overlap_and_stream_in_the_order_they_finish(
         return real(group, *args, **kwargs)
 
     monkeypatch.setattr(generation, "_generate", generate)
-    monkeypatch.setattr(generation, "concurrent_workers", lambda groups, **_: groups)
-    order = [rows[0].model for rows in summarize_many(int8_set, dialogues[:1], SETTINGS, concurrent=True)]
+    monkeypatch.setattr(generation, "available_cores", lambda: 2)  # one thread per call: both fit
+    # The default (what the app's compare calls): no ``concurrent`` argument.
+    order = [rows[0].model for rows in summarize_many(int8_set, dialogues[:1], SETTINGS)]
     assert order == ["full", "original", "lora"]  # plan order would be original, lora, full
+
+
+def test_groups_run_one_after_another_when_the_cores_are_taken(int8_set, dialogues, monkeypatch) -> None:
+    import core.generation as generation
+
+    real, running, most = generation._generate, [], []
+
+    def generate(group, *args, **kwargs):
+        running.append(group[0].name)
+        most.append(len(running))
+        time.sleep(0.1)  # long enough for a second call to start, were it allowed to
+        try:
+            return real(group, *args, **kwargs)
+        finally:
+            running.remove(group[0].name)
+
+    monkeypatch.setattr(generation, "_generate", generate)
+    monkeypatch.setattr(generation, "available_cores", lambda: 1)
+    order = [rows[0].model for rows in summarize_many(int8_set, dialogues[:1], SETTINGS)]
+    assert order == ["original", "lora", "full"] and max(most) == 1
 
 
 def test_concurrent_workers_fit_the_cores_at_the_thread_count() -> None:
