@@ -219,12 +219,10 @@ def plan_groups(models: Sequence[LoadedModel], settings: GenerationSettings) -> 
 
 # Groups (the shared-base batch, the full model) run at the same time, one per free core: on a
 # 2-core CPU with one intra-op thread per call, the full model's call on the second core hides
-# behind the shared-base batch (python -m bench --only P2: 2.73 -> 1.73 near idle); with no free
-# core they run one after another (``concurrent_workers``). They were off for a while: a CI run
-# under load once gave two different greedy summaries of one dialogue, before each call set its
-# own thread count (``use_threads``); since then 720 concurrent-vs-sequential comparisons on the
-# tiny test models under three busy processes (int8, fp32; calls from a thread left at two intra-op
-# threads included) gave identical summaries, and tests/test_perf_paths.py checks it.
+# behind the shared-base batch (python -m bench --only P2: 2.73 -> 1.69 near idle); with no free
+# core they run one after another (``concurrent_workers``). Columns then arrive in the order their
+# calls finish, which varies: callers key summaries by model, never by position (a test that
+# compared two calls position by position is what once made them look non-deterministic).
 CONCURRENT_GROUPS = True
 
 
