@@ -1,8 +1,8 @@
 """Batched, deterministic summarization with the loaded models.
 
-Original and LoRA rows that share decoding settings run in *one* ``generate`` call through
-peft's mixed-adapter batches (``adapter_names``), so a comparison costs about two model
-calls, not three. Every result carries its wall time and, for long inputs, how much of the
+Original and LoRA rows that share decoding settings run in *one* ``generate`` call as a
+mixed-adapter batch (:func:`core.adapter_rows.adapter_rows`), so a comparison costs about two
+model calls, not three. Every result carries its wall time and, for long inputs, how much of the
 dialogue was cut to fit the model's input limit. A ``generate`` call can be given a time
 budget (:class:`Deadline`): past it, the call returns what it has generated so far and the
 summaries say they were cut (``timed_out``). On a CPU a batch's rows are encoded one at a time
@@ -25,6 +25,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.modeling_outputs import BaseModelOutput
 
+from core.adapter_rows import adapter_rows
 from core.config import MODEL_NAMES, GenerationSettings
 from core.models import LoadedModel, ModelSet, available_cores
 from core.prompt import build_prompt, clean_text
@@ -146,13 +147,12 @@ def encode_rows_apart(
     for row in range(mask.shape[0]):
         keep = mask[row]
         ids = encoded["input_ids"][row][keep].unsqueeze(0)
-        # peft's own per-row adapter hooks, as its generate(adapter_names=...) uses them.
-        hooks = (
-            model._enable_peft_forward_hooks(adapter_names=[adapter_names[row]])
+        rows = (
+            adapter_rows(model, [adapter_names[row]])
             if adapter_names is not None
             else contextlib.nullcontext()
         )
-        with hooks:
+        with rows:
             hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
         if states is None:
             states = hidden.new_zeros(mask.shape[0], mask.shape[1], hidden.shape[-1])
@@ -183,8 +183,12 @@ def _generate(
     adapter_names = (
         [m.adapter_name for m in group for _ in prompts] if head.adapter_name is not None else None
     )
-    if adapter_names is not None:
-        extra["adapter_names"] = adapter_names
+    # Each row through its own adapter (peft's mixed-adapter batch, without its per-call hooks).
+    rows = (
+        adapter_rows(head.model, adapter_names, kwargs.get("num_beams") or 1)
+        if adapter_names is not None
+        else contextlib.nullcontext()
+    )
     with head.lock, torch.inference_mode():
         use_threads(head)
         # The clock starts once the model is ours: waiting for the lock is not generating.
@@ -196,7 +200,8 @@ def _generate(
                 "encoder_outputs": encode_rows_apart(head.model, encoded, adapter_names),
                 "attention_mask": encoded["attention_mask"],
             }
-        output = head.model.generate(**encoded, **kwargs, **extra)
+        with rows:
+            output = head.model.generate(**encoded, **kwargs, **extra)
     texts = head.tokenizer.batch_decode(output, skip_special_tokens=True)
     n = len(prompts)
     cut = deadline is not None and deadline.fired

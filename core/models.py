@@ -465,7 +465,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
                     )
             logger.error("original model unavailable: %s", err)
 
-    shared_lock = threading.Lock()  # peft's adapter hooks are not thread-safe
+    shared_lock = threading.Lock()  # each call sets its rows' adapters on the shared layers
     if base is not None:
         serving, warning = base, None
         if "lora" in names and "lora" in dirs:
