@@ -7,10 +7,10 @@ per token (LoRA on q and v of a T5), and the hook and the grouping cost 39 us a 
 25 us for the layer's int8 base product itself (python -m bench: P2).
 
 :func:`adapter_rows` gives each LoRA layer the same arithmetic - peft's vanilla mixed-batch
-forward, op for op, so outputs are bit-identical (tests/test_perf_paths.py) - with the row groups
-worked out once per call, as index tensors, and no hooks. It covers vanilla LoRA on linear layers
-in eval mode; anything else (DoRA and other variants, LoRA embeddings, trainable-token wrappers,
-merged or disabled adapters, training) goes through peft's own hooks.
+forward, op for op, so outputs are bit-identical (tests/test_adapter_rows.py) - with the rows
+and weights looked up once per call and no hooks. It covers vanilla LoRA on linear layers in eval
+mode; anything else (LoRA on embeddings, trainable-token wrappers, merged or disabled adapters,
+variants such as DoRA, training) goes through peft's own hooks, which decide what they support.
 """
 
 from __future__ import annotations
