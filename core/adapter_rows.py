@@ -151,13 +151,17 @@ def find_lora_layers(model: Any) -> LoraLayers:
 
 
 @contextlib.contextmanager
-def adapter_rows(model: Any, adapter_names: Sequence[str], num_beams: int = 1) -> Iterator[None]:
+def adapter_rows(model: Any, adapter_names: Sequence[str] | None, num_beams: int = 1) -> Iterator[None]:
     """Within the block, row ``i`` of every batch through ``model`` (a peft model) uses adapter
     ``adapter_names[i]`` (``"__base__"``: none); the decoder sees each row ``num_beams`` times.
+    ``adapter_names`` None (a model without adapters): the block changes nothing.
 
     Same results as passing ``adapter_names`` to peft (its mixed-adapter batches), cheaper per
     layer call. Not thread-safe: hold the model's lock around the block.
     """
+    if adapter_names is None:
+        yield
+        return
     names = list(adapter_names)
     lora = find_lora_layers(model)
     unknown = sorted({n for n in names if n != BASE_ADAPTER} - lora.adapters)

@@ -11,7 +11,6 @@ at their own length (:func:`encode_rows_apart`); only decoding runs batched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -147,12 +146,7 @@ def encode_rows_apart(
     for row in range(mask.shape[0]):
         keep = mask[row]
         ids = encoded["input_ids"][row][keep].unsqueeze(0)
-        rows = (
-            adapter_rows(model, [adapter_names[row]])
-            if adapter_names is not None
-            else contextlib.nullcontext()
-        )
-        with rows:
+        with adapter_rows(model, None if adapter_names is None else [adapter_names[row]]):
             hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
         if states is None:
             states = hidden.new_zeros(mask.shape[0], mask.shape[1], hidden.shape[-1])
@@ -183,12 +177,6 @@ def _generate(
     adapter_names = (
         [m.adapter_name for m in group for _ in prompts] if head.adapter_name is not None else None
     )
-    # Each row through its own adapter (peft's mixed-adapter batch, without its per-call hooks).
-    rows = (
-        adapter_rows(head.model, adapter_names, kwargs.get("num_beams") or 1)
-        if adapter_names is not None
-        else contextlib.nullcontext()
-    )
     with head.lock, torch.inference_mode():
         use_threads(head)
         # The clock starts once the model is ours: waiting for the lock is not generating.
@@ -200,7 +188,8 @@ def _generate(
                 "encoder_outputs": encode_rows_apart(head.model, encoded, adapter_names),
                 "attention_mask": encoded["attention_mask"],
             }
-        with rows:
+        # Each row through its own adapter (peft's mixed-adapter batch, without its per-call hooks).
+        with adapter_rows(head.model, adapter_names, kwargs.get("num_beams") or 1):
             output = head.model.generate(**encoded, **kwargs, **extra)
     texts = head.tokenizer.batch_decode(output, skip_special_tokens=True)
     n = len(prompts)

@@ -101,6 +101,14 @@ def test_nothing_stays_on_the_model_after_an_error_or_a_nested_block(shared) -> 
     assert _lean_forwards(model) == 0
 
 
+def test_no_adapter_names_leave_the_model_as_it_is(tiny_checkpoints) -> None:
+    from transformers import AutoModelForSeq2SeqLM
+
+    plain = AutoModelForSeq2SeqLM.from_pretrained(tiny_checkpoints["full"])  # no peft layers at all
+    with adapter_rows(plain, None):
+        assert _lean_forwards(plain) == 0
+
+
 def test_an_unknown_adapter_is_refused_by_name(shared) -> None:
     with (
         pytest.raises(ValueError, match="no such LoRA adapter in the model: typo"),
