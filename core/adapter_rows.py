@@ -11,12 +11,18 @@ forward, op for op, so outputs are bit-identical (tests/test_adapter_rows.py) - 
 and weights looked up once per call and no hooks. It covers vanilla LoRA on linear layers in eval
 mode; anything else (LoRA on embeddings, trainable-token wrappers, merged or disabled adapters,
 variants such as DoRA, training) goes through peft's own hooks, which decide what they support.
+
+The rows are per thread: while any block is open on a model, its LoRA layers dispatch on the
+calling thread's rows, so two threads may run blocks with different rows on one shared model at
+the same time (the comparison's two groups encode on it at once: :mod:`core.generation`). peft's
+hooks are not per thread: :func:`rows_per_thread` says which models that leaves out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,6 +156,67 @@ def find_lora_layers(model: Any) -> LoraLayers:
     return found
 
 
+def rows_per_thread(model: Any) -> bool:
+    """Whether :func:`adapter_rows` blocks on ``model`` from different threads are independent:
+    plain LoRA layers (or none); peft's hooks, the fallback for other kinds, are not."""
+    return find_lora_layers(model).plain
+
+
+# This thread's open blocks: what each LoRA layer adds for the thread's rows.
+_thread = threading.local()
+_NONE: dict[nn.Module, list[LayerDelta]] = {}
+
+
+def _dispatch(layer: nn.Module, fallback: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A LoRA layer's forward while some block is open on its model: the calling thread's rows,
+    or, from a thread with no block open, the layer's own forward."""
+    deltas = getattr(_thread, "deltas", _NONE).get(layer)
+    if deltas is None:
+        return fallback(x, *args, **kwargs)
+    return lora_rows_forward(layer.base_layer, deltas, x, *args, **kwargs)
+
+
+@dataclass
+class _Dispatching:
+    """One model whose LoRA layers carry :func:`_dispatch`: set by the first open block (in any
+    thread), removed by the last."""
+
+    layers: list[nn.Module]
+    before: list[Any]  # each layer's own ``forward`` attribute before (None: its class's)
+    blocks: int = 0
+
+
+# A cache of state that says so: which models dispatch, keyed by id (guarded by the lock).
+_dispatching: dict[int, _Dispatching] = {}
+_dispatching_lock = threading.Lock()
+
+
+def _open_dispatch(model: Any, layers: list[nn.Module]) -> None:
+    with _dispatching_lock:
+        entry = _dispatching.get(id(model))
+        if entry is None:
+            before = [layer.__dict__.get("forward") for layer in layers]
+            for layer, own in zip(layers, before, strict=True):
+                fallback = own if own is not None else type(layer).forward.__get__(layer)
+                layer.forward = functools.partial(_dispatch, layer, fallback)
+            entry = _dispatching[id(model)] = _Dispatching(layers, before)
+        entry.blocks += 1
+
+
+def _close_dispatch(model: Any) -> None:
+    with _dispatching_lock:
+        entry = _dispatching[id(model)]
+        entry.blocks -= 1
+        if entry.blocks:
+            return
+        del _dispatching[id(model)]
+        for layer, own in zip(entry.layers, entry.before, strict=True):
+            if own is None:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = own
+
+
 @contextlib.contextmanager
 def adapter_rows(model: Any, adapter_names: Sequence[str] | None, num_beams: int = 1) -> Iterator[None]:
     """Within the block, row ``i`` of every batch through ``model`` (a peft model) uses adapter
@@ -157,7 +224,9 @@ def adapter_rows(model: Any, adapter_names: Sequence[str] | None, num_beams: int
     ``adapter_names`` None (a model without adapters): the block changes nothing.
 
     Same results as passing ``adapter_names`` to peft (its mixed-adapter batches), cheaper per
-    layer call. Not thread-safe: hold the model's lock around the block.
+    layer call. The rows hold for the calling thread only; other threads may open blocks of their
+    own on the same model at the same time if :func:`rows_per_thread` says so (else hold the
+    model's lock around the block).
     """
     if adapter_names is None:
         yield
@@ -171,19 +240,23 @@ def adapter_rows(model: Any, adapter_names: Sequence[str] | None, num_beams: int
         with model._enable_peft_forward_hooks(adapter_names=names, num_beams=num_beams):
             yield
         return
-    layers = lora.layers
+    layers = [layer for _, layer in lora.layers]
     device = next(model.parameters()).device
     encoder_groups = row_groups(names, 1, device)
     decoder_groups = row_groups(names, max(1, num_beams), device)
-    before = [layer.__dict__.get("forward") for _, layer in layers]  # an enclosing block's
+    if not hasattr(_thread, "deltas"):
+        _thread.deltas = {}
+    mine = _thread.deltas
+    enclosing = {layer: mine.get(layer) for layer in layers}  # this thread's enclosing block's
+    _open_dispatch(model, layers)
     try:
-        for in_encoder, layer in layers:
-            deltas = layer_deltas(layer, encoder_groups if in_encoder else decoder_groups)
-            layer.forward = functools.partial(lora_rows_forward, layer.base_layer, deltas)
+        for in_encoder, layer in lora.layers:
+            mine[layer] = layer_deltas(layer, encoder_groups if in_encoder else decoder_groups)
         yield
     finally:
-        for (_, layer), forward in zip(layers, before, strict=True):
-            if forward is None:
-                layer.__dict__.pop("forward", None)
+        for layer, deltas in enclosing.items():
+            if deltas is None:
+                mine.pop(layer, None)
             else:
-                layer.forward = forward
+                mine[layer] = deltas
+        _close_dispatch(model)

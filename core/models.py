@@ -465,7 +465,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
                     )
             logger.error("original model unavailable: %s", err)
 
-    shared_lock = threading.Lock()  # each call sets its rows' adapters on the shared layers
+    shared_lock = threading.Lock()  # one generate call at a time on the shared base
     if base is not None:
         serving, warning = base, None
         if "lora" in names and "lora" in dirs:

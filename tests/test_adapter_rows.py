@@ -8,10 +8,13 @@ the lean path does not cover falls back to peft's hooks; nothing is left on the 
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import pytest
 import torch
 
-from core.adapter_rows import adapter_rows, find_lora_layers, row_groups
+from core.adapter_rows import adapter_rows, find_lora_layers, row_groups, rows_per_thread
 from core.config import load_config
 from core.models import BASE_ADAPTER, LORA_ADAPTER, load_model_set
 
@@ -87,18 +90,56 @@ def test_rows_are_grouped_as_views_where_they_run_together() -> None:
     assert row_groups([B, B]) == []
 
 
-def test_nothing_stays_on_the_model_after_an_error_or_a_nested_block(shared) -> None:
+def test_nothing_stays_on_the_model_after_an_error_or_a_nested_block(shared, prompts) -> None:
     model = shared.model
     with pytest.raises(RuntimeError, match="boom"), adapter_rows(model, [L]):
         raise RuntimeError("boom")
     assert _lean_forwards(model) == 0
-    with adapter_rows(model, [B, L]):
-        outer = {id(m): m.__dict__["forward"] for m in model.modules() if "forward" in m.__dict__}
-        with adapter_rows(model, [L]):
-            pass
-        inner_left = {id(m): m.__dict__.get("forward") for m in model.modules() if id(m) in outer}
-        assert inner_left == outer  # the enclosing block's rows are back
+    encoded = _batch(shared, prompts, 2)
+    with torch.inference_mode(), adapter_rows(model, [B, L]):
+        outer = _logits(model, encoded)
+        with adapter_rows(model, [L, B]):
+            assert not torch.equal(_logits(model, encoded), outer)  # the inner block's rows
+        assert torch.equal(_logits(model, encoded), outer)  # the enclosing block's rows are back
     assert _lean_forwards(model) == 0
+
+
+def _logits(model, encoded, **extra) -> torch.Tensor:
+    decoder_ids = torch.tensor([[0, 5, 9, 13, 2]] * len(encoded["input_ids"]))
+    return model(**encoded, decoder_input_ids=decoder_ids, **extra).logits
+
+
+def test_threads_keep_their_own_rows_on_one_shared_model(shared, prompts) -> None:
+    """Two threads in blocks with different rows at the same time, and a third with no block,
+    each get what they would alone: the rows are per thread (python -m bench: P2)."""
+    model = shared.model
+    assert rows_per_thread(model)
+    encoded = _batch(shared, prompts, 2)
+    layouts = {"base-lora": [B, L], "lora-base": [L, B]}
+    with torch.inference_mode():
+        expected = {k: _logits(model, encoded, adapter_names=v) for k, v in layouts.items()}
+        expected["no block"] = _logits(model, encoded)  # peft's own forward: its active adapter
+    in_blocks = threading.Barrier(3, timeout=60)  # every thread's block is open before any runs
+    got: dict[str, list[torch.Tensor]] = {}
+
+    def run(layout: str) -> None:
+        with torch.inference_mode():
+            context = adapter_rows(model, layouts[layout]) if layout in layouts else contextlib.nullcontext()
+            with context:
+                in_blocks.wait()
+                got[layout] = [_logits(model, encoded) for _ in range(5)]  # interleaved calls
+                in_blocks.wait()  # no block closes while another thread still runs
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert set(got) == set(expected)
+    for layout, runs in got.items():
+        assert all(torch.equal(logits, expected[layout]) for logits in runs), layout
+    assert not torch.equal(expected["base-lora"], expected["lora-base"])
+    assert _lean_forwards(model) == 0  # the last block to close took the dispatch away
 
 
 def test_no_adapter_names_leave_the_model_as_it_is(tiny_checkpoints) -> None:
@@ -127,6 +168,7 @@ def test_other_lora_kinds_go_through_peft_hooks_with_the_same_results(tiny_check
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v", "shared"], init_lora_weights=False)
     model = get_peft_model(base, config).eval()
     assert find_lora_layers(model).plain is False
+    assert not rows_per_thread(model)  # peft's hooks are the model's, not the thread's
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoints["original"])
     encoded = tokenizer(["#Person1#: Hi.", "#Person2#: Hello there."], return_tensors="pt", padding=True)
     names = [B, "default"]
