@@ -6,7 +6,7 @@ model calls, not three. Every result carries its wall time and, for long inputs,
 dialogue was cut to fit the model's input limit. A ``generate`` call can be given a time
 budget (:class:`Deadline`): past it, the call returns what it has generated so far and the
 summaries say they were cut (``timed_out``). On a CPU a batch's rows are encoded one at a time
-at their own length (:func:`encode_rows_apart`); only decoding runs batched.
+at their own length (:func:`core.row_encoding.encode_rows_apart`); only decoding runs batched.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.modeling_outputs import BaseModelOutput
 
 from core.adapter_rows import adapter_rows
 from core.config import MODEL_NAMES, GenerationSettings
 from core.models import LoadedModel, ModelSet, available_cores
 from core.prompt import build_prompt, clean_text
+from core.row_encoding import encode_rows_apart
 
 logger = logging.getLogger(__name__)
 
@@ -130,28 +130,6 @@ def use_threads(loaded: LoadedModel) -> None:
 # against 48.6 s one at a time (python -m bench: P4). A row's encoder states are then exactly
 # those of a batch-1 call. On a GPU one padded call is faster, so it stays.
 ENCODE_ROWS_APART = True
-
-
-def encode_rows_apart(
-    model: Any, encoded: Mapping[str, torch.Tensor], adapter_names: Sequence[str] | None
-) -> BaseModelOutput:
-    """The encoder's states for each row of ``encoded``, computed at the row's own length.
-
-    The result has ``encoded``'s padded shape, zeros where the attention mask is 0 (the decoder
-    never attends there). ``adapter_names`` (one per row) picks each row's peft adapter.
-    """
-    encoder = model.get_encoder()
-    mask = encoded["attention_mask"].bool()
-    states: torch.Tensor | None = None
-    for row in range(mask.shape[0]):
-        keep = mask[row]
-        ids = encoded["input_ids"][row][keep].unsqueeze(0)
-        with adapter_rows(model, None if adapter_names is None else [adapter_names[row]]):
-            hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
-        if states is None:
-            states = hidden.new_zeros(mask.shape[0], mask.shape[1], hidden.shape[-1])
-        states[row, keep] = hidden[0]
-    return BaseModelOutput(last_hidden_state=states)
 
 
 def _generate(

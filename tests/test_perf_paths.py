@@ -29,7 +29,6 @@ from core.config import GenerationSettings, load_config
 from core.generation import (
     Summary,
     concurrent_workers,
-    encode_rows_apart,
     fit_dialogue,
     summarize,
     summarize_many,
@@ -46,6 +45,7 @@ from core.models import (
 )
 from core.precision import Int8WeightLinear, cpu_has_native_bf16, int8_kernel_available, quantize_decoder
 from core.prompt import build_prompt
+from core.row_encoding import encode_rows_apart
 
 pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
 
