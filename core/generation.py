@@ -23,11 +23,11 @@ from typing import Any, Protocol
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from core.adapter_rows import adapter_rows
+from core.adapter_rows import adapter_rows, rows_per_thread
 from core.config import MODEL_NAMES, GenerationSettings
 from core.models import LoadedModel, ModelSet, available_cores
 from core.prompt import build_prompt, clean_text
-from core.row_encoding import encode_rows_apart
+from core.row_encoding import EncoderHandoff, OfferedRows, encode_rows_apart
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +138,12 @@ def _generate(
     kwargs: dict[str, Any],
     max_input_tokens: int,
     time_limit_s: float | None = None,
+    handoff: EncoderHandoff | None = None,
 ) -> tuple[list[list[str]], bool]:
     """One ``generate`` call for every model in ``group`` (same module) over ``prompts``.
 
-    Returns the texts per model and whether ``time_limit_s`` cut the call short.
+    Returns the texts per model and whether ``time_limit_s`` cut the call short. ``handoff``:
+    rows (already offered) whose encoder states another worker computes.
     """
     head = group[0]
     encoded = head.tokenizer(
@@ -163,7 +165,7 @@ def _generate(
             extra["stopping_criteria"] = StoppingCriteriaList([deadline])
         if ENCODE_ROWS_APART and head.device.type == "cpu" and len(encoded["input_ids"]) > 1:
             encoded = {
-                "encoder_outputs": encode_rows_apart(head.model, encoded, adapter_names),
+                "encoder_outputs": encode_rows_apart(head.model, encoded, adapter_names, handoff),
                 "attention_mask": encoded["attention_mask"],
             }
         # Each row through its own adapter (peft's mixed-adapter batch, without its per-call hooks).
@@ -218,22 +220,64 @@ def configured_threads(models: Sequence[LoadedModel]) -> int | None:
     return max((m.cpu_threads for m in models if m.cpu_threads is not None), default=None)
 
 
+# A comparison's shared-base batch encodes two rows and the full model one; with both groups at
+# once, the batch's LoRA row is encoded first on the full model's core, so the two finish closer
+# together (python -m bench --only P2: see the README's Performance section).
+HAND_OFF_ENCODER_ROWS = True
+
+
+def plan_handoff(
+    groups: Sequence[Sequence[LoadedModel]], dialogues: int
+) -> tuple[int, int, EncoderHandoff] | None:
+    """For two groups generating at once: (owner, helper, handoff) - the group with more rows
+    hands its last rows' encoder passes, half the difference, to the other's worker. None when
+    that does not apply: other group counts, equal rows, a GPU (rows encoded in one padded call),
+    or a model whose adapter rows are not per thread (the helper runs without its lock)."""
+    if not (HAND_OFF_ENCODER_ROWS and ENCODE_ROWS_APART) or len(groups) != 2:
+        return None
+    rows = [len(group) * dialogues for group in groups]
+    owner = 0 if rows[0] >= rows[1] else 1
+    count = (rows[owner] - rows[1 - owner] + 1) // 2
+    head = groups[owner][0]
+    if count < 1 or head.device.type != "cpu" or not rows_per_thread(head.model):
+        return None
+    return owner, 1 - owner, EncoderHandoff(range(rows[owner] - count, rows[owner]))
+
+
+def offered_rows(
+    group: Sequence[LoadedModel], prompts: Sequence[str], rows: Sequence[int], max_input_tokens: int
+) -> OfferedRows:
+    """The ids and adapters of ``rows`` of ``group``'s batch (laid out as :func:`_generate` does:
+    every prompt for the first model, then for the next), tokenized as that batch is."""
+    head = group[0]
+    ids, names = {}, {}
+    for row in rows:
+        prompt, loaded = prompts[row % len(prompts)], group[row // len(prompts)]
+        tokens = head.tokenizer(prompt, return_tensors="pt", truncation=True, max_length=max_input_tokens)
+        ids[row], names[row] = tokens["input_ids"].to(head.device), loaded.adapter_name
+    return OfferedRows(head.model, ids, names, head.cpu_threads)
+
+
 def _summarize_group(
     group: Sequence[LoadedModel],
     dialogues: Sequence[str],
     settings: GenerationSettings,
     max_input_tokens: int,
     time_limit_s: float | None,
+    handoff: EncoderHandoff | None = None,
 ) -> list[list[Summary]]:
     """Every model of one group's summaries of ``dialogues`` (one ``generate`` call); failures
-    become summaries with ``error`` set, never exceptions."""
+    become summaries with ``error`` set, never exceptions. ``handoff``: rows of the call that
+    another worker may encode (offered here, before anything that can block)."""
     group_names = tuple(m.name for m in group)
     try:
         fitted = [fit_dialogue(group[0].tokenizer, d, max_input_tokens) for d in dialogues]
         kwargs = effective_kwargs(group[0], settings)
         start = time.perf_counter()
         prompts = [build_prompt(f.dialogue) for f in fitted]
-        texts, cut = _generate(group, prompts, kwargs, max_input_tokens, time_limit_s)
+        if handoff is not None:
+            handoff.offer(offered_rows(group, prompts, handoff.rows, max_input_tokens))
+        texts, cut = _generate(group, prompts, kwargs, max_input_tokens, time_limit_s, handoff=handoff)
         seconds = time.perf_counter() - start
     except ValueError as err:  # bad input: same message for every model
         return [[Summary(loaded.name, "", 0.0, error=str(err)) for _ in dialogues] for loaded in group]
@@ -241,6 +285,9 @@ def _summarize_group(
         logger.exception("generation failed for %s", ", ".join(group_names))
         message = f"generation failed: {type(err).__name__}: {err}"[:400]
         return [[Summary(loaded.name, "", 0.0, error=message) for _ in dialogues] for loaded in group]
+    finally:
+        if handoff is not None:
+            handoff.withdraw()  # the helper waits for an offer: never leave it waiting
     return [
         [
             Summary(
@@ -291,14 +338,22 @@ def summarize_many(
             yield from _summarize_group(group, dialogues, settings, max_input_tokens, time_limit_s)
         return
 
-    def run(group: Sequence[LoadedModel]) -> list[list[Summary]]:
+    plan = plan_handoff(groups, len(dialogues)) if workers == len(groups) else None
+    owns = {plan[0]: plan[2]} if plan else {}
+    helps = {plan[1]: plan[2]} if plan else {}
+
+    def run(index: int) -> list[list[Summary]]:
         # Each call sets its own intra-op thread count (use_threads): a new thread may not have it.
-        return _summarize_group(group, dialogues, settings, max_input_tokens, time_limit_s)
+        if index in helps:
+            helps[index].run()  # the other group's handed-over encoder rows first
+        return _summarize_group(
+            groups[index], dialogues, settings, max_input_tokens, time_limit_s, owns.get(index)
+        )
 
     # Not a ``with`` block: a consumer that stops listening must not wait for the other calls.
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
     try:
-        pending = [pool.submit(run, group) for group in groups]
+        pending = [pool.submit(run, index) for index in range(len(groups))]
         for done in as_completed(pending):
             yield from done.result()
     finally:
