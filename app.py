@@ -203,13 +203,14 @@ def compare_tab(service: ArenaService, statuses: dict[str, str]) -> dict[str, gr
             pick_note: "",
         }
 
-    def dialogue_edited(text: str, remembered: str | None) -> dict[Any, Any]:
+    def dialogue_edited(text: str, remembered: str | None) -> Any:
         """Once the text is no longer the picked example, its id and reference no longer apply."""
+        # gr.skip(), not {}: gradio reads an empty dict as one value for four outputs and fails.
         if not remembered:
-            return {}
+            return gr.skip()
         try:
             if service.example(remembered).dialogue == text:
-                return {}  # the example was just picked (this change is its text arriving)
+                return gr.skip()  # the example was just picked (this change is its text arriving)
         except InputError:
             pass
         note = "Your own dialogue: the reference was cleared (type one to get ROUGE)."

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import gradio as gr
 import pytest
 
 from core.config import MODEL_NAMES, load_config
@@ -135,10 +136,10 @@ def _fn(demo: object, name: str) -> object:
     return found
 
 
-def test_handlers_update_only_their_declared_outputs(
+def _service_and_demo(
     tiny_checkpoints: dict[str, str], data_dir: str, tmp_path: Path
-) -> None:
-    """Handlers return {component: value}; gradio refuses a key that is not an output of the event."""
+) -> tuple[object, object]:
+    """The app's service on the tiny models and the page built from it (not launched)."""
     from app import build_demo
     from core.models import load_model_set
     from core.service import ArenaService
@@ -151,7 +152,14 @@ def test_handlers_update_only_their_declared_outputs(
     }  # fmt: skip
     config = load_config(env)
     service = ArenaService(config, load_model_set(config))
-    demo = build_demo(service)
+    return service, build_demo(service)
+
+
+def test_handlers_update_only_their_declared_outputs(
+    tiny_checkpoints: dict[str, str], data_dir: str, tmp_path: Path
+) -> None:
+    """Handlers return {component: value}; gradio refuses a key that is not an output of the event."""
+    service, demo = _service_and_demo(tiny_checkpoints, data_dir, tmp_path)
     battle_fn, vote_fn = _fn(demo, "start_battle"), _fn(demo, "submit_vote")
     started = battle_fn.fn(None)
     assert set(started) == set(battle_fn.outputs)  # a new battle resets every field
@@ -165,3 +173,29 @@ def test_handlers_update_only_their_declared_outputs(
     )
     outputs = set(_fn(demo, "compare_frames").outputs)
     assert all(set(frame) == outputs for frame in frames) and len(frames) >= 2
+
+
+def test_editing_the_dialogue_passes_gradios_output_check(
+    tiny_checkpoints: dict[str, str], data_dir: str, tmp_path: Path
+) -> None:
+    """Every answer of ``dialogue_edited`` (nothing to change, or the example's fields cleared)
+    goes through gradio's own output check, as it does on every keystroke and example pick."""
+    import asyncio
+
+    service, demo = _service_and_demo(tiny_checkpoints, data_dir, tmp_path)
+    edited = _fn(demo, "dialogue_edited")
+    example = service.random_example()
+    answers = {
+        "typed, no example picked": edited.fn("#Person1#: Hi.", None),
+        "the picked example's own text": edited.fn(example.dialogue, example.id),
+        "the example, edited": edited.fn(example.dialogue + " Bye.", example.id),
+    }
+    shown = {
+        case: asyncio.run(demo.postprocess_data(edited, answer, None)) for case, answer in answers.items()
+    }
+    assert all(len(values) == len(edited.outputs) for values in shown.values())
+    reference = edited.outputs.index(next(c for c in edited.outputs if c.label and "Reference" in c.label))
+    assert shown["the example, edited"][reference] == ""  # its reference no longer applies
+    shown_fields = [i for i, c in enumerate(edited.outputs) if not isinstance(c, gr.State)]
+    for case in ("typed, no example picked", "the picked example's own text"):  # nothing moves
+        assert all(shown[case][i] == {"__type__": "update"} for i in shown_fields), case

@@ -108,7 +108,29 @@ def _open_settings(page) -> None:
     page.wait_for_selector(SETTING_FIELD.format("#num-beams"), state="visible")
 
 
-def test_compare_in_the_browser(page) -> None:
+def _log_size(server_log: Path | None) -> int:
+    return server_log.stat().st_size if server_log is not None else 0
+
+
+def _errors_logged_since(server_log: Path | None, offset: int) -> str:
+    """Tracebacks the app wrote from ``offset`` on: a handler gradio refused is logged, not shown."""
+    if server_log is None:
+        return ""
+    with server_log.open("rb") as log:
+        log.seek(offset)
+        written = log.read().decode("utf-8", errors="replace")
+    return written if "Traceback" in written else ""
+
+
+@pytest.fixture(scope="module")
+def server_log(request: pytest.FixtureRequest, browser_url: str) -> Path | None:
+    """The log of the app the page talks to, when it is the session's app (not the screenshot one)."""
+    server = request.getfixturevalue("app_server")
+    return server.log_path if server.url == browser_url else None
+
+
+def test_compare_in_the_browser(page, server_log) -> None:
+    logged_from = _log_size(server_log)
     banner = page.locator("#preset-banner").inner_text()
     assert "mini" in banner and "not Flan-T5" in banner
     # Opened and left untouched, the settings boxes are empty and say they mean the default.
@@ -145,6 +167,7 @@ def test_compare_in_the_browser(page) -> None:
         cached = "(cached)" in scores
         assert ("one batched call" in scores) == (name != "full" and not cached), scores
     assert "must be" not in page.locator("#compare-notice").inner_text()
+    assert _errors_logged_since(server_log, logged_from) == ""  # picking, editing, comparing
     if os.environ.get("ARENA_SCREENSHOT"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         # The picture once every column's overlap panel shows its words and the fonts are in.
