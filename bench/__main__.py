@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             _goal_row(rows, "P1_adapters_memory_ratio", figures["P1_adapters_memory_ratio"])
 
         if only & {"P2", "P3"}:
-            lat = run_worker("latency", spec, log)
+            # P2 swings most with other load on the host (1.45 and 1.86 in two runs of the same
+            # code, three repeats each): more interleaved repeats for its medians.
+            lat = run_worker("latency", {**spec, "repeats": 3 if quick else 7}, log)
             single = lat["single_s"]
             _row(
                 rows,
