@@ -209,3 +209,32 @@ def test_a_failing_shared_batch_neither_blocks_nor_breaks_the_full_model(
     assert _finishes(compare)
     assert results["full"].error is None and results["full"].text == expected
     assert "decoder exploded" in results["original"].error and "decoder exploded" in results["lora"].error
+
+
+def test_simultaneous_comparisons_each_get_their_own_summaries(model_set, dialogues, two_cores) -> None:
+    """Visitors comparing at the same time: helpers encode on the shared base without its lock,
+    each request's rows through its own adapters - every request gets what it gets alone."""
+    alone = [
+        {rows[0].model: [r.text for r in rows] for rows in summarize_many(model_set, [d], SETTINGS)}
+        for d in dialogues
+    ]
+    start = threading.Barrier(len(dialogues), timeout=60)
+    together: dict[int, dict[str, list[str]]] = {}
+
+    def visitor(i: int) -> None:
+        start.wait()
+        for _ in range(3):  # repeated, so the requests' calls interleave in many ways
+            got = {
+                rows[0].model: [r.text for r in rows]
+                for rows in summarize_many(model_set, [dialogues[i]], SETTINGS)
+            }
+            if together.setdefault(i, got) != got:
+                together[i] = {"changed between repeats": []}
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(len(dialogues))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert [together.get(i) for i in range(len(dialogues))] == alone
+    assert len({tuple(a["lora"]) for a in alone}) == len(dialogues)  # the requests really differ
