@@ -75,6 +75,22 @@ def test_handed_rows_run_on_the_other_worker_and_change_no_summary(
     assert len({thread for thread, _ in shared_encoder_calls}) == 1  # without: the batch's worker
     calls = shared_encoder_calls
     calls.clear()
+    # The owner takes back rows the helper has not started (a test below); on a loaded machine
+    # the tiny models' owner can get there first. Here the owner waits for the helper to finish,
+    # so the rows are the helper's every time.
+    helped = threading.Event()
+    run, collect = EncoderHandoff.run, EncoderHandoff.collect
+
+    def run_then_say(self: EncoderHandoff) -> None:
+        run(self)
+        helped.set()
+
+    def collect_after_helper(self: EncoderHandoff):
+        assert helped.wait(60), "the helper never ran"
+        return collect(self)
+
+    monkeypatch.setattr(EncoderHandoff, "run", run_then_say)
+    monkeypatch.setattr(EncoderHandoff, "collect", collect_after_helper)
     with_handoff = _summaries(model_set, dialogues[:count], True, monkeypatch)
     assert with_handoff == without
     assert set(with_handoff) == {"original", "lora", "full"}
