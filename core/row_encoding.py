@@ -22,6 +22,10 @@ from core.adapter_rows import adapter_rows
 
 logger = logging.getLogger(__name__)
 
+# How long a helper waits for its owner's offer. The owner offers right after tokenizing (a few
+# milliseconds), so this only bounds a helper whose owner never ran: it then just skips the rows.
+OFFER_WAIT_S = 10.0
+
 
 def encode_row(model: Any, ids: torch.Tensor, adapter_name: str | None) -> torch.Tensor:
     """The encoder's states for one unpadded row ``ids`` (shape ``(1, length)``) through
@@ -79,11 +83,16 @@ class EncoderHandoff:
             return not started
 
     def run(self) -> None:
-        """Helper: wait for the offer, then encode its rows unless the owner took them back.
-        Never raises: a failure is logged and the owner encodes the rows itself."""
-        offered = self._offer.result()
+        """Helper: wait for the offer (at most :data:`OFFER_WAIT_S`), then encode its rows unless
+        the owner took them back. Never raises: on a failure the owner encodes the rows itself."""
+        try:
+            offered = self._offer.result(timeout=OFFER_WAIT_S)
+        except TimeoutError:
+            logger.warning("no rows offered within %.0f s; their own worker encodes them", OFFER_WAIT_S)
+            return
         if offered is None or not self._start():
             return
+        states = None
         try:
             if offered.threads is not None and torch.get_num_threads() != offered.threads:
                 torch.set_num_threads(offered.threads)
@@ -94,8 +103,8 @@ class EncoderHandoff:
                 }
         except Exception:
             logger.exception("encoding handed-over rows failed; their own worker encodes them")
-            states = None
-        self._states.set_result(states)
+        finally:
+            self._states.set_result(states)  # the owner waits for this once the helper started
 
     def collect(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
         """Owner: once the helper has them, row -> (the ids it encoded, their states); None at

@@ -187,6 +187,15 @@ def test_a_withdrawn_offer_releases_the_waiting_helper_at_once() -> None:
     assert handoff.collect() is None  # the owner encodes everything itself
 
 
+def test_a_helper_whose_owner_never_offers_gives_up(monkeypatch) -> None:
+    import core.row_encoding as row_encoding
+
+    monkeypatch.setattr(row_encoding, "OFFER_WAIT_S", 0.2)
+    handoff = EncoderHandoff([1])
+    assert _finishes(handoff.run, 30)  # no offer, no withdrawal: it stops waiting
+    assert handoff.collect() is None  # an owner arriving after all encodes the rows itself
+
+
 def _finishes(target, seconds: float = 120) -> bool:
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
