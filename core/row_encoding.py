@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,7 @@ class EncoderHandoff:
         the owner took them back. Never raises: on a failure the owner encodes the rows itself."""
         try:
             offered = self._offer.result(timeout=OFFER_WAIT_S)
-        except TimeoutError:
+        except futures.TimeoutError:  # the builtin TimeoutError only from Python 3.11
             logger.warning("no rows offered within %.0f s; their own worker encodes them", OFFER_WAIT_S)
             return
         if offered is None or not self._start():
