@@ -152,7 +152,7 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     other_threads = 2 if threads == 1 and cores > 1 else 1
     for loaded in model_set.models.values():  # the app's thread setting against the alternative
-        loaded.cpu_threads = other_threads  # each generate call applies it (core.generation.use_threads)
+        loaded.cpu_threads = other_threads  # each generate call applies it (core.models.use_threads)
     single_other = statistics.median(_timed(one) for _ in range(max(1, repeats - 1)))
     # The floor is the machine's best: measured with one thread and with every core.
     # The one-time FLOPs run at the encoder's weight dtype (int8 is the decoder's, per token).

@@ -25,7 +25,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from core.adapter_rows import adapter_rows, rows_per_thread
 from core.config import MODEL_NAMES, GenerationSettings
-from core.models import LoadedModel, ModelSet, available_cores
+from core.models import LoadedModel, ModelSet, available_cores, use_threads
 from core.prompt import build_prompt, clean_text
 from core.row_encoding import EncoderHandoff, OfferedRows, encode_rows_apart
 
@@ -110,17 +110,6 @@ class Deadline(StoppingCriteria):
         if not self.fired and time.monotonic() - self.start > self.seconds:
             self.fired = True
         return torch.full((input_ids.shape[0],), self.fired, device=input_ids.device, dtype=torch.bool)
-
-
-def use_threads(loaded: LoadedModel) -> None:
-    """Give the calling thread the model set's intra-op thread count (``ARENA_THREADS``).
-
-    torch keeps that count per OS thread (OpenMP), and a thread started before the models
-    loaded - the app loads them in a background thread - still has the default (every core):
-    slower on a shared host, and the same dialogue summed in another order there.
-    """
-    if loaded.cpu_threads is not None and torch.get_num_threads() != loaded.cpu_threads:
-        torch.set_num_threads(loaded.cpu_threads)
 
 
 # A batch pads every row to its longest dialogue, and on a CPU the encoder's cost is its FLOPs,

@@ -64,6 +64,17 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
+def use_threads(loaded: LoadedModel) -> None:
+    """Give the calling thread the model set's intra-op thread count (``ARENA_THREADS``).
+
+    torch keeps that count per OS thread (OpenMP), and a thread started before the models
+    loaded - the app loads them in a background thread - still has the default (every core):
+    slower on a shared host, and the same dialogue summed in another order there.
+    """
+    if loaded.cpu_threads is not None and torch.get_num_threads() != loaded.cpu_threads:
+        torch.set_num_threads(loaded.cpu_threads)
+
+
 @dataclass
 class ModelSet:
     """The loaded models of a preset plus the error of each one that failed."""
