@@ -244,7 +244,7 @@ def offered_rows(
         prompt, loaded = prompts[row % len(prompts)], group[row // len(prompts)]
         tokens = head.tokenizer(prompt, return_tensors="pt", truncation=True, max_length=max_input_tokens)
         ids[row], names[row] = tokens["input_ids"].to(head.device), loaded.adapter_name
-    return OfferedRows(head.model, ids, names, head.cpu_threads)
+    return OfferedRows(head, ids, names)
 
 
 def _summarize_group(
@@ -328,16 +328,14 @@ def summarize_many(
         return
 
     plan = plan_handoff(groups, len(dialogues)) if workers == len(groups) else None
-    owns = {plan[0]: plan[2]} if plan else {}
-    helps = {plan[1]: plan[2]} if plan else {}
+    owner, helper, handoff = plan if plan is not None else (None, None, None)
 
     def run(index: int) -> list[list[Summary]]:
         # Each call sets its own intra-op thread count (use_threads): a new thread may not have it.
-        if index in helps:
-            helps[index].run()  # the other group's handed-over encoder rows first
-        return _summarize_group(
-            groups[index], dialogues, settings, max_input_tokens, time_limit_s, owns.get(index)
-        )
+        if index == helper:
+            handoff.run()  # the other group's handed-over encoder rows first
+        mine = handoff if index == owner else None
+        return _summarize_group(groups[index], dialogues, settings, max_input_tokens, time_limit_s, mine)
 
     # Not a ``with`` block: a consumer that stops listening must not wait for the other calls.
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")

@@ -20,6 +20,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from core.adapter_rows import adapter_rows
+from core.models import LoadedModel, use_threads
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,9 @@ def encode_row(model: Any, ids: torch.Tensor, adapter_name: str | None) -> torch
 class OfferedRows:
     """What a batch's worker hands over: the rows' token ids and adapters, on which model."""
 
-    model: Any
+    loaded: LoadedModel  # the batch's model (encoded at its intra-op thread count)
     ids: dict[int, torch.Tensor]  # batch row -> its unpadded ids, shape (1, length)
     adapter_names: dict[int, str | None]
-    threads: int | None  # the intra-op thread count to encode at (the model set's)
 
 
 class EncoderHandoff:
@@ -95,11 +95,10 @@ class EncoderHandoff:
             return
         states = None
         try:
-            if offered.threads is not None and torch.get_num_threads() != offered.threads:
-                torch.set_num_threads(offered.threads)
+            use_threads(offered.loaded)
             with torch.inference_mode():
                 states = {
-                    row: (ids, encode_row(offered.model, ids, offered.adapter_names[row]))
+                    row: (ids, encode_row(offered.loaded.model, ids, offered.adapter_names[row]))
                     for row, ids in offered.ids.items()
                 }
         except Exception:

@@ -165,8 +165,8 @@ def test_a_failing_helper_leaves_the_rows_to_the_owner(model_set, dialogues, cap
     group = [model_set.models["original"], shared]
     handoff = EncoderHandoff([3])
     good = offered_rows(group, prompts, handoff.rows, 512)
-    broken = object()  # has no encoder: encoding on it raises
-    handoff.offer(OfferedRows(broken, good.ids, good.adapter_names, good.threads))
+    broken = dataclasses.replace(shared, model=object())  # no encoder: encoding on it raises
+    handoff.offer(OfferedRows(broken, good.ids, good.adapter_names))
     handoff.run()  # never raises: its own group must still run
     assert "their own worker encodes them" in caplog.text
     with torch.inference_mode():
