@@ -136,7 +136,7 @@ def find_lora_layers(model: Any) -> LoraLayers:
     encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
     encoder_prefix: str | None = None
     found = LoraLayers([], set(), True)
-    for path, module in model.named_modules():  # one walk: this runs once per generate call
+    for path, module in model.named_modules():  # one walk per block (a generate call, a row)
         if module is encoder:
             encoder_prefix = path + "."
         if isinstance(module, AuxiliaryTrainingWrapper):
