@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows,
                 "train step full / LoRA (s)",
                 f"{full['step_s']:.2f} / {lora['step_s']:.2f}",
-                f"batch 4, 1 thread, LoRA base {args.lora_base_dtype}, grad. checkpointing {gc}",
+                f"batch 4, 1 thread, LoRA base {lora['lora_base_dtype']} "
+                f"(--lora-base-dtype {args.lora_base_dtype}), grad. checkpointing {gc}",
             )
             _row(
                 rows,

@@ -237,7 +237,14 @@ def task_train(spec: dict[str, Any]) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
 
-    from train.common import TrainOptions, _training_arguments, load_base, step_timer, wrap_lora
+    from train.common import (
+        TrainOptions,
+        _training_arguments,
+        load_base,
+        resolved_lora_base_dtype,
+        step_timer,
+        wrap_lora,
+    )
 
     checkpoints = _checkpoints(spec)
     method = spec["method"]
@@ -292,6 +299,7 @@ def task_train(spec: dict[str, Any]) -> dict[str, Any]:
         "steps": timer.wall,
         "peak_rss": peak_rss_bytes(),
         "gradient_checkpointing": args.gradient_checkpointing,
+        "lora_base_dtype": resolved_lora_base_dtype(options),  # "auto" decided on this machine
     }
 
 

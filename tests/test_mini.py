@@ -178,6 +178,8 @@ def test_build_writes_a_complete_preset(tiny_build: Path) -> None:
         assert (tiny_build / "eval" / name).is_file(), name
     summary = json.loads((tiny_build / "eval" / "summary.json").read_text(encoding="utf-8"))
     assert summary["n"] == 3 and set(summary["models"]) == {"original", "full", "lora"}
+    lora = json.loads((tiny_build / "lora" / "arena.json").read_text(encoding="utf-8"))
+    assert lora["lora"]["base_dtype"] == "float32"  # the shipped recipe's, whatever the CPU
     build = json.loads((tiny_build / "build.json").read_text(encoding="utf-8"))
     assert set(build["seconds"]) == {"tokenizer", "original", "full", "lora", "eval"}
 

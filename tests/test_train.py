@@ -19,7 +19,7 @@ from core.config import DEFAULT_HUB_DATA, PROJECT_ROOT, GenerationSettings, defa
 from core.generation import summarize_many
 from core.models import load_model_set
 from tests import test_hub
-from train import cli, push
+from train import cli, common, push
 from train.common import TRAINER_DIR, TrainingError, TrainOptions, train
 from train.metadata import CARD_FILE, update_metadata
 
@@ -117,10 +117,16 @@ def test_outputs_load_through_core_and_generate(trained: dict[str, Any], data_di
 
 
 def test_lora_on_a_bf16_frozen_base_trains_a_float32_adapter(
-    tiny_checkpoints: dict[str, str], data_dir: str, tmp_path: Path, one_thread: None
+    tiny_checkpoints: dict[str, str],
+    data_dir: str,
+    tmp_path: Path,
+    one_thread: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``--lora-base-dtype bfloat16``: the base is held (and loaded) in bf16, the adapter trains
-    and is saved in fp32, and the app serves it on the base as shipped."""
+    """``--lora-base-dtype auto`` (the default) on hardware with native bf16: the base is held
+    (and loaded) in bf16, the adapter trains and is saved in fp32, arena.json says so, and the
+    app serves it on the base as shipped."""
+    monkeypatch.setattr(common, "native_bf16_training", lambda: True)
     seen: dict[str, set[torch.dtype]] = {}
 
     class Dtypes(TrainerCallback):
@@ -130,10 +136,12 @@ def test_lora_on_a_bf16_frozen_base_trains_a_float32_adapter(
 
     base = tiny_checkpoints["original"]
     out = tmp_path / "lora-bf16"
-    options = tiny_options("lora", base, out, data_dir, lora_base_dtype="bfloat16", callbacks=[Dtypes()])
+    options = tiny_options("lora", base, out, data_dir, callbacks=[Dtypes()])
+    assert options.lora_base_dtype == "auto"
     meta = train(options)
     assert seen == {"base": {torch.bfloat16}, "adapter": {torch.float32}}
     assert meta["lora"]["base_dtype"] == "bfloat16"
+    assert meta["precision"] == "float32, bfloat16 frozen base"
     history = meta["loss_history"]
     assert history[-1]["loss"] < history[0]["loss"]
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as weights:
@@ -308,6 +316,37 @@ def test_cli_flags_of_before_the_dataclass_parser_still_parse() -> None:
     assert cli.options_from_args("full", spelled).learning_rate == 0.25
     with pytest.raises(SystemExit):
         cli.build_parser("full").parse_args(["--lora-r", "4"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_lora_base_dtype_auto_is_bf16_only_where_the_hardware_computes_it(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``auto`` (the default) trains LoRA on a bf16 base only where bf16 is native (emulated
+    bf16 is slower than fp32); explicit choices are kept; full fine-tuning is always fp32."""
+    monkeypatch.setattr(common, "native_bf16_training", lambda: native)
+    lora = TrainOptions(method="lora", base_model="b", output_dir="o").validate()
+    assert lora.lora_base_dtype == "auto"
+    expected = "bfloat16" if native else "float32"
+    assert common.resolved_lora_base_dtype(lora) == expected
+    assert common.base_dtype(lora) == {"bfloat16": torch.bfloat16, "float32": torch.float32}[expected]
+    for chosen in ("float32", "bfloat16"):
+        explicit = TrainOptions(method="lora", base_model="b", output_dir="o", lora_base_dtype=chosen)
+        assert common.resolved_lora_base_dtype(explicit.validate()) == chosen
+    full = TrainOptions(method="full", base_model="b", output_dir="o").validate()
+    assert common.resolved_lora_base_dtype(full) == "float32" and common.base_dtype(full) == torch.float32
+
+
+def test_native_bf16_training_asks_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert common.native_bf16_training() is False  # a V100/T4: the GPU trains, not the CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert common.native_bf16_training() is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    assert common.native_bf16_training() is False
 
 
 def test_bad_options_are_refused_clearly() -> None:

@@ -27,6 +27,7 @@ from core.checkpoints import portable_location, weights_size_bytes
 from core.config import DEFAULT_HUB_DATA, PRESETS, PROJECT_ROOT, default_data_source, load_config
 from core.data import DataError, Dialogue, load_split
 from core.generation import fit_dialogue
+from core.precision import cpu_has_native_bf16
 from core.prompt import build_prompt
 from train.metadata import (
     hardware_description,
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("full", "lora")
 DEFAULT_LEARNING_RATES = {"full": 1e-5, "lora": 1e-3}  # the lab's values
-LORA_BASE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+LORA_BASE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
 
 class TrainingError(RuntimeError):
@@ -168,12 +169,13 @@ class LoraArguments:
         metadata={"help": "module names to adapt, e.g. q k v o wi wo (default: q v)"},
     )
     lora_base_dtype: str = field(
-        default="float32",
+        default="auto",
         metadata={
             "choices": LORA_BASE_DTYPES,
-            "help": "precision of the frozen base while the adapter trains: float32, or bfloat16 "
-            "(half the weight memory, faster where the CPU has AVX512-BF16/AMX or on a GPU; the "
-            "adapter stays float32)",
+            "help": "precision of the frozen base while the adapter trains (the adapter itself "
+            "always trains in float32): bfloat16 halves the base's memory and runs its products "
+            "at the hardware's bf16 rate; auto (default) picks bfloat16 on a GPU or CPU that "
+            "computes bf16 natively (AVX512-BF16/AMX), else float32",
         },
     )
 
@@ -238,7 +240,7 @@ class TrainOptions(LoraArguments, OptimisationArguments, RunArguments):
             raise ValueError(
                 f"lora_base_dtype must be one of {', '.join(LORA_BASE_DTYPES)}, got {self.lora_base_dtype!r}"
             )
-        if self.method != "lora" and self.lora_base_dtype != "float32":
+        if self.method != "lora" and self.lora_base_dtype == "bfloat16":
             raise ValueError("lora_base_dtype is for LoRA: full fine-tuning updates every weight in float32")
         if self.bf16 and not torch.cuda.is_available():
             raise ValueError("bf16 needs a CUDA GPU; on the CPU training runs in float32")
@@ -334,17 +336,41 @@ def load_base(options: TrainOptions) -> tuple[Any, Any]:
 
 
 def base_dtype(options: TrainOptions) -> torch.dtype:
-    """The dtype the base is trained in: float32, except a LoRA run's frozen base when asked.
+    """The dtype the base is trained in: float32, except a LoRA run's frozen base
+    (:func:`resolved_lora_base_dtype`).
 
     Why bf16 only for LoRA: its base never changes, so it needs no float32 master copy, while
     full fine-tuning's small updates vanish in bf16 weights. P5 in README's Performance section
     measures what it saves.
     """
-    return (
-        torch.bfloat16
-        if options.method == "lora" and options.lora_base_dtype == "bfloat16"
-        else torch.float32
-    )
+    return torch.bfloat16 if resolved_lora_base_dtype(options) == "bfloat16" else torch.float32
+
+
+def resolved_lora_base_dtype(options: TrainOptions) -> str:
+    """``float32`` or ``bfloat16``: the LoRA base's precision with ``auto`` decided for the
+    hardware the run trains on (bf16 only where it is native: emulated bf16 is slower than
+    fp32). Always ``float32`` for full fine-tuning."""
+    if options.method != "lora":
+        return "float32"
+    if options.lora_base_dtype != "auto":
+        return options.lora_base_dtype
+    return "bfloat16" if native_bf16_training() else "float32"
+
+
+def _precision_label(options: TrainOptions) -> str:
+    """What arena.json's ``precision`` says: the Trainer's arithmetic, and a bf16 LoRA base."""
+    label = "bf16 mixed" if options.bf16 else "float32"
+    if resolved_lora_base_dtype(options) == "bfloat16":
+        label += ", bfloat16 frozen base"
+    return label
+
+
+def native_bf16_training() -> bool:
+    """Whether the device a run trains on (a CUDA GPU if there is one, as the Trainer picks,
+    else the CPU) does bf16 arithmetic in hardware."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
 
 
 def wrap_lora(model: Any, options: TrainOptions) -> Any:
@@ -523,7 +549,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
             "dropout": options.lora_dropout,
             "target_modules": list(options.lora_targets),
             "task_type": "SEQ_2_SEQ_LM",
-            "base_dtype": options.lora_base_dtype,
+            "base_dtype": resolved_lora_base_dtype(options),
         }
         if options.method == "lora"
         else None
@@ -545,7 +571,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         "median_step_seconds": _median(timer.wall),
         "median_step_cpu_seconds": _median(timer.cpu),
         "hardware": hardware_description(distribution["world_size"]),
-        "precision": "bf16 mixed" if options.bf16 else "float32",
+        "precision": _precision_label(options),
         "final_train_loss": history[-1]["loss"] if history else float(result.training_loss),
         "mean_train_loss": float(result.training_loss),
         "loss_history": history,

@@ -101,6 +101,10 @@ class MiniOptions:
     lora_lr: float = _option(3e-3, "LoRA learning rate")
     lora_r: int = _option(32, "LoRA rank")
     lora_alpha: int = _option(32, "LoRA alpha")
+    lora_base_dtype: str = _option(
+        "float32",
+        "LoRA's frozen base precision: float32 (the shipped build's), bfloat16 or auto, as in train.lora",
+    )
     # decoding defaults (every model's generation_config.json)
     num_beams: int = _option(4, "beams")
     no_repeat_ngram_size: int = _option(3, "no repeated n-grams of this size")
@@ -341,6 +345,7 @@ def build(options: MiniOptions) -> dict[str, Any]:
                 overwrite=True,
                 lora_r=options.lora_r,
                 lora_alpha=options.lora_alpha,
+                **({"lora_base_dtype": options.lora_base_dtype} if method == "lora" else {}),
                 logging_steps=0,  # TrainOptions: every 2% of the steps, so a short run still has a curve
                 generation_defaults=decoding,
                 data_source_label=data_label,
