@@ -8,7 +8,10 @@
 from __future__ import annotations
 
 import gc
+import os
 import shutil
+import subprocess
+import sys
 import weakref
 from pathlib import Path
 
@@ -16,8 +19,10 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
+from core import ONEDNN_SHAPE_CACHE_ENTRIES
+from core.config import PROJECT_ROOT
 from core.models import load_seq2seq
-from core.precision import int8_kernel_available, quantize_decoder, read_safetensors
+from core.precision import cpu_has_native_bf16, int8_kernel_available, quantize_decoder, read_safetensors
 
 CPU = torch.device("cpu")
 
@@ -74,3 +79,65 @@ def test_int8_row_blocks_equal_converting_the_layer_in_one_piece() -> None:
     blocked = Int8WeightLinear(dense)
     assert torch.equal(blocked.weight, whole)
     assert torch.equal(blocked.scales, scales.to(torch.bfloat16))
+
+
+# bf16 products over 200 input lengths, as dialogues of every length reach a served model.
+SHAPES_PROBE = """
+import sys
+import core  # sets the oneDNN cache bounds, as every entry point of the project does first
+import torch
+
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+torch.set_num_threads(1)
+weight = torch.randn(2048, 768, dtype=torch.bfloat16)
+with torch.inference_mode():
+    torch.nn.functional.linear(torch.randn(50, 768, dtype=torch.bfloat16), weight)
+    start = rss_mb()
+    for length in range(51, 251):
+        torch.nn.functional.linear(torch.randn(length, 768, dtype=torch.bfloat16), weight)
+        heads = torch.randn(12, length, 64, dtype=torch.bfloat16)
+        torch.bmm(heads, heads.transpose(1, 2))
+print(round(rss_mb() - start))
+"""
+
+
+def _growth_mb(**variables: str) -> int:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SHAPES_PROBE],
+        cwd=PROJECT_ROOT,
+        env={**env, **variables},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(
+    not cpu_has_native_bf16(), reason="bf16 products go through oneDNN where the CPU has bf16"
+)
+def test_memory_stays_flat_over_many_input_lengths() -> None:
+    """Importing ``core`` bounds oneDNN's per-shape caches: a served model's memory no longer grows
+    with every new dialogue length (python app.py ran +755 MB over 200 test dialogues before)."""
+    bounded = _growth_mb()
+    unbounded = _growth_mb(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024", LRU_CACHE_CAPACITY="1024")  # oneDNN's own
+    assert unbounded > 150, "the probe no longer reaches oneDNN's caches: it measures nothing"
+    assert bounded < 60, f"memory grew {bounded} MB over 200 input lengths (unbounded: {unbounded} MB)"
+
+
+def test_an_operators_cache_setting_wins() -> None:
+    env = {**os.environ, "LRU_CACHE_CAPACITY": "7"}
+    env.pop("ONEDNN_PRIMITIVE_CACHE_CAPACITY", None)
+    code = "import core, os; print(os.environ['LRU_CACHE_CAPACITY'], os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.stdout.split() == ["7", str(ONEDNN_SHAPE_CACHE_ENTRIES)]
