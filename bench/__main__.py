@@ -9,13 +9,15 @@ to 50 tokens:
   P1  peak RSS of the app's three-model set / one model alone          (goal <= 2.1)
       and / fp32 bytes of one model's weights, load included (P1_memory_per_weights, <= 1.5)
   P1A peak RSS with two extra LoRA adapters (ARENA_ADAPTERS) / without (goal <= 1.05)
+  P1S RSS growth per new dialogue length while serving test dialogues, bounded shape caches
+      (core's default) / oneDNN's own bound (P1S_served_growth_ratio; no goal: it was unbounded)
   P2  all three summaries of one dialogue / one batch-1 generate       (goal <= 1.5)
   P3  one batch-1 generate / its physical floor measured in this run   (goal <= 1.6), and /
       the floor at the precision served: bytes read per token at the measured bandwidth +
       one-time FLOPs at the measured matmul rate of the served dtype (P3_served_floor_ratio, <= 2.5)
   P4  report throughput batched / one dialogue at a time               (goal >= 3)
   P5  LoRA / full training step time and peak RSS (batch 4)            (goal <= 0.5, <= 0.6)
-      (full trains in fp32; LoRA's frozen base in fp32, or bf16 with --lora-base-dtype bfloat16)
+      (full trains in fp32; LoRA's frozen base as train.lora's --lora-base-dtype: auto by default)
   P6  seconds from ``python app.py`` (offline, default preset) to HTTP 200  (goal <= 6)
 
 It prints a table and, as its last line, one JSON object with the P-figures. Ratios are taken
@@ -27,7 +29,7 @@ Examples:
     python -m bench --only P2,P3          # some figures only
     python -m bench --workdir /tmp/bench  # keep and reuse the built checkpoints
     python -m bench --dtype float32       # the app path at another precision
-    python -m bench --only P5 --lora-base-dtype bfloat16   # LoRA on a bf16 frozen base
+    python -m bench --only P5 --lora-base-dtype float32   # LoRA on an fp32 frozen base
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from typing import Any
 from bench import report_steps
 from bench.child import run_json_module
 
-FIGURES = ("P1", "P1A", "P2", "P3", "P4", "P5", "P6")
+FIGURES = ("P1", "P1A", "P1S", "P2", "P3", "P4", "P5", "P6")
 # Issue 14's goals; P1_memory_ratio and P3_floor_ratio are the first round's figures, kept.
 GOALS = {
     "P1_memory_ratio": ("<=", 2.1),
@@ -228,6 +230,28 @@ def main(argv: list[str] | None = None) -> int:
                 rows, "P1A peak RSS, + two adapters (GiB)", f"{extra['peak_rss'] / GIB:.2f}", "r=32 q/v each"
             )
             _goal_row(rows, "P1_adapters_memory_ratio", figures["P1_adapters_memory_ratio"])
+
+        if "P1S" in only:
+            # Per new dialogue over the second half (the first fill the caches' entries and the
+            # heap), on the app's code and with oneDNN's own bound of 1,024 entries per cache.
+            count = 30 if quick else 80
+            grown = {}
+            for label, entries in (("bounded", None), ("oneDNN's own", 1024)):
+                served = run_worker(
+                    "serving_memory", {**spec, "dialogues": count, "cache_entries": entries}, log
+                )
+                rss = served["rss"]
+                half = len(rss) // 2
+                grown[label] = (rss[-1] - rss[half]) / (len(rss) - 1 - half)
+                _row(
+                    rows,
+                    f"P1S RSS growth per dialogue, {label} caches (MB)",
+                    f"{grown[label] / 2**20:.2f}",
+                    f"{served['dialogues']} test dialogues, {served['lengths']} lengths, "
+                    f"{served['cache_entries']} entries; {rss[0] / GIB:.2f} -> {rss[-1] / GIB:.2f} GiB",
+                )
+            figures["P1S_served_growth_ratio"] = grown["bounded"] / grown["oneDNN's own"]
+            _row(rows, "P1S_served_growth_ratio", f"{figures['P1S_served_growth_ratio']:.2f}")
 
         if only & {"P2", "P3"}:
             # P2 swings most with other load on the host (1.45 and 1.86 in two runs of the same

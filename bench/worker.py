@@ -119,6 +119,37 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def task_serving_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """P1S: RSS of the three-model set as it serves ``spec['dialogues']`` test dialogues (every one
+    a new input length), one comparison each, with short summaries: what the shape caches of the
+    bf16 products keep. ``spec['cache_entries']`` overrides the bound ``core`` sets (before the
+    first bf16 product, which is when oneDNN reads it)."""
+    from core.config import GenerationSettings
+    from core.data import load_split
+    from core.generation import summarize
+
+    if spec.get("cache_entries"):
+        for variable in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+            os.environ[variable] = str(spec["cache_entries"])
+    names = ("original", "full", "lora")
+    model_set = _load(spec, names)
+    records = load_split(spec["data"], "test", limit=spec["dialogues"])
+    short = GenerationSettings(max_new_tokens=8)
+    rss = [current_rss_bytes()]
+    for record in records:
+        results = list(summarize(model_set, record.dialogue, short, names=names))
+        errors = [r.error for r in results if r.error]
+        if errors:
+            raise RuntimeError(errors[0])
+        rss.append(current_rss_bytes())
+    return {
+        "cache_entries": os.environ.get("LRU_CACHE_CAPACITY"),
+        "dialogues": len(records),
+        "lengths": len({len(r.dialogue) for r in records}),
+        "rss": rss,
+    }
+
+
 def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     """P2 + P3: all three summaries vs one batch-1 generate, and the measured physical floor."""
     from bench.floor import floor_seconds, matmul_rate, memory_read_bandwidth, model_work, served_matmul_dtype
@@ -327,6 +358,7 @@ def task_adapters(spec: dict[str, Any]) -> dict[str, Any]:
 
 TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "memory": task_memory,
+    "serving_memory": task_serving_memory,
     "adapters": task_adapters,
     "latency": task_latency,
     "variant": task_variant,

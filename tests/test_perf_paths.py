@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -424,3 +425,16 @@ def test_bench_children_return_their_last_json_line_and_fail_loudly(tmp_path) ->
         run_json_module("platform", [], env, log, "no result")
     text = log.read_text(encoding="utf-8")
     assert "=== ok run" in text and "=== failing run" in text and "missing.json" in text  # stderr kept
+
+
+def test_bench_serving_memory_task_serves_each_dialogue_on_the_three_models(
+    tiny_checkpoints, data_dir
+) -> None:
+    """P1S's worker (``python -m bench --only P1S``) on the tiny models: one RSS per dialogue served."""
+    from bench.worker import task_serving_memory
+
+    root = Path(tiny_checkpoints["original"]).parent
+    assert {Path(tiny_checkpoints[n]).parent for n in ("full", "lora")} == {root}
+    served = task_serving_memory({"root": str(root), "data": data_dir, "dtype": "auto", "dialogues": 4})
+    assert served["dialogues"] == 4 and served["lengths"] == 4
+    assert len(served["rss"]) == 5 and all(r > 0 for r in served["rss"])
