@@ -126,7 +126,7 @@ def _growth_mb(**variables: str) -> int:
 )
 def test_memory_stays_flat_over_many_input_lengths() -> None:
     """Importing ``core`` bounds oneDNN's per-shape caches: a served model's memory no longer grows
-    with every new dialogue length (python app.py ran +755 MB over 200 test dialogues before)."""
+    with every new dialogue length (one served model grew 755 MB over 200 test dialogues before)."""
     bounded = _growth_mb()
     unbounded = _growth_mb(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024", LRU_CACHE_CAPACITY="1024")  # oneDNN's own
     assert unbounded > 150, "the probe no longer reaches oneDNN's caches: it measures nothing"

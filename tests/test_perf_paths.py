@@ -430,11 +430,12 @@ def test_bench_children_return_their_last_json_line_and_fail_loudly(tmp_path) ->
 def test_bench_serving_memory_task_serves_each_dialogue_on_the_three_models(
     tiny_checkpoints, data_dir
 ) -> None:
-    """P1S's worker (``python -m bench --only P1S``) on the tiny models: one RSS per dialogue served."""
+    """P1S's worker (``python -m bench --only P1S``) on the tiny models: held RSS at load, half-way, end."""
     from bench.worker import task_serving_memory
 
     root = Path(tiny_checkpoints["original"]).parent
     assert {Path(tiny_checkpoints[n]).parent for n in ("full", "lora")} == {root}
     served = task_serving_memory({"root": str(root), "data": data_dir, "dtype": "auto", "dialogues": 4})
     assert served["dialogues"] == 4 and served["lengths"] == 4
-    assert len(served["rss"]) == 5 and all(r > 0 for r in served["rss"])
+    assert set(served["rss"]) == {"loaded", "half", "end"} and all(r > 0 for r in served["rss"].values())
+    assert served["growth_per_dialogue"] == (served["rss"]["end"] - served["rss"]["half"]) / 2
