@@ -44,6 +44,7 @@ class ModelCard:
     epochs: float | None = None
     wall_time_s: float | None = None
     hardware: str | None = None
+    precision: str | None = None  # e.g. "float32", "float32, bfloat16 frozen base" (LoRA)
     final_train_loss: float | None = None
     seed: int | None = None
     loss_history: list[tuple[float, float]] = field(default_factory=list)
@@ -130,6 +131,7 @@ def card_for(name: str, location: str, base_location: str | None = None) -> Mode
         card.epochs = _float(meta.get("epochs"))
         card.wall_time_s = _float(meta.get("wall_time_s"))
         card.hardware = str(meta["hardware"]) if meta.get("hardware") else None
+        card.precision = meta["precision"] if isinstance(meta.get("precision"), str) else None
         card.final_train_loss = _float(meta.get("final_train_loss"))
         card.seed = _int(meta.get("seed"))
         card.loss_history = _loss_history(meta.get("loss_history"))

@@ -318,6 +318,8 @@ def models_table(cards: Mapping[str, ModelCard]) -> str:
         ("Final fine-tuning loss (summaries)", _fine_tuning_loss),
         ("Final pre-training loss (other task)", _pre_training_loss),
         ("Hardware", lambda c: _fmt(c.hardware)),
+        # LoRA's frozen base may train in bf16 (train.lora's default where native): part of its cost
+        ("Training precision", lambda c: _fmt(c.precision)),
     ]
     lines = [
         "| | " + " | ".join(f"**{cards[n].label}**" for n in names) + " |",

@@ -319,7 +319,7 @@ def test_cards_read_arena_json_and_survive_missing_dirs(
     shutil.copytree(tiny_checkpoints["lora"], lora_dir)
     meta = {"method": "lora", "base_model": "google/flan-t5-base", "trainable_params": 7, "total_params": 100,
             "size_on_disk_bytes": 1234, "examples": 500, "steps": 30, "epochs": 1.5, "wall_time_s": 90.0,
-            "hardware": "CPU", "final_train_loss": 1.25, "seed": 1,
+            "hardware": "CPU", "precision": "float32, bfloat16 frozen base", "final_train_loss": 1.25, "seed": 1,
             "loss_history": [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}, {"bad": 1}]}  # fmt: skip
     (lora_dir / "arena.json").write_text(json.dumps(meta), encoding="utf-8")
     card = card_for("lora", str(lora_dir))
@@ -330,6 +330,8 @@ def test_cards_read_arena_json_and_survive_missing_dirs(
     table = view.models_table({"lora": card, "full": missing})
     assert "7.0%" in table or "7.00%" in table
     assert "n/a" in table
+    precision = next(line for line in table.splitlines() if line.startswith("| Training precision |"))
+    assert "float32, bfloat16 frozen base" in precision and "n/a" in precision  # LoRA; the missing full: n/a
 
 
 # ---------------------------------------------------------------------------- presentation
