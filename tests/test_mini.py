@@ -228,6 +228,14 @@ def test_build_rejects_bad_options(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+def test_a_bad_lora_base_dtype_is_refused_before_anything_is_built() -> None:
+    from train.mini import MiniOptions
+
+    with pytest.raises(ValueError, match="lora_base_dtype must be one of auto, float32, bfloat16"):
+        MiniOptions(lora_base_dtype="float16").validate()
+    assert MiniOptions(lora_base_dtype="auto").validate().lora_base_dtype == "auto"
+
+
 # --- the span-corruption collator (train/pretrain.py) ---------------------------------------
 
 
