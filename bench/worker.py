@@ -94,21 +94,25 @@ def checkpoint_fp32_bytes(directory: Path) -> int:
     return 4 * count
 
 
+def _summarize_or_raise(model_set: Any, dialogue: str, settings: Any, names: tuple[str, ...]) -> None:
+    """One comparison through the app's ``summarize``; a model's error fails the measurement."""
+    from core.generation import summarize
+
+    errors = [r.error for r in summarize(model_set, dialogue, settings, names=names) if r.error]
+    if errors:
+        raise RuntimeError(errors[0])
+
+
 def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
     """P1: load ``names`` as the app does, summarize one dialogue, report peak RSS (load included)
     and the fp32 bytes of one model's weights (the ``full`` checkpoint)."""
-    from core.generation import summarize
-
     names = tuple(spec["names"])
     start = time.perf_counter()
     model_set = _load(spec, names)
     load_s = time.perf_counter() - start
     load_rss, load_peak = current_rss_bytes(), peak_rss_bytes()
     dialogue = long_dialogue(spec["data"], next(iter(model_set.models.values())).tokenizer)
-    results = list(summarize(model_set, dialogue, FORCED_SETTINGS, names=names))
-    errors = [r.error for r in results if r.error]
-    if errors:
-        raise RuntimeError(errors[0])
+    _summarize_or_raise(model_set, dialogue, FORCED_SETTINGS, names)
     return {
         "names": list(names),
         "peak_rss": peak_rss_bytes(),
@@ -126,9 +130,9 @@ def task_serving_memory(spec: dict[str, Any]) -> dict[str, Any]:
     first bf16 product, which is when oneDNN reads it). Growth is taken over the second half (the
     first dialogues fill the caches' entries), each reading after ``malloc_trim``, so it counts
     what is held, not heap pages glibc keeps mapped after a free."""
+    from core import ONEDNN_CACHE_VARIABLES
     from core.config import GenerationSettings
     from core.data import load_split
-    from core.generation import summarize
     from core.precision import release_freed_memory
 
     def held_rss() -> int:
@@ -136,7 +140,7 @@ def task_serving_memory(spec: dict[str, Any]) -> dict[str, Any]:
         return current_rss_bytes()
 
     if spec.get("cache_entries"):
-        for variable in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        for variable in ONEDNN_CACHE_VARIABLES:
             os.environ[variable] = str(spec["cache_entries"])
     names = ("original", "full", "lora")
     model_set = _load(spec, names)
@@ -145,10 +149,7 @@ def task_serving_memory(spec: dict[str, Any]) -> dict[str, Any]:
     half = len(records) // 2
     rss = {"loaded": held_rss()}
     for served, record in enumerate(records, start=1):
-        results = list(summarize(model_set, record.dialogue, short, names=names))
-        errors = [r.error for r in results if r.error]
-        if errors:
-            raise RuntimeError(errors[0])
+        _summarize_or_raise(model_set, record.dialogue, short, names)
         if served in (half, len(records)):  # a trim costs ~1 s on this heap: only where read
             rss["half" if served == half else "end"] = held_rss()
     return {

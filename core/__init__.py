@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ONEDNN_SHAPE_CACHE_ENTRIES", "__version__"]
+__all__ = ["ONEDNN_CACHE_VARIABLES", "ONEDNN_SHAPE_CACHE_ENTRIES", "__version__"]
 __version__ = "0.1.0"
 
 # oneDNN, which runs the CPU's bf16 matrix products, keeps what it builds for each new input shape
@@ -18,5 +18,6 @@ __version__ = "0.1.0"
 # read their variable at the first bf16 product, so it is set here, before any code of this
 # package runs one; a value set before Python starts wins.
 ONEDNN_SHAPE_CACHE_ENTRIES = 16
-for _variable in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+ONEDNN_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+for _variable in ONEDNN_CACHE_VARIABLES:
     os.environ.setdefault(_variable, str(ONEDNN_SHAPE_CACHE_ENTRIES))

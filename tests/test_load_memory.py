@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from core import ONEDNN_SHAPE_CACHE_ENTRIES
+from core import ONEDNN_CACHE_VARIABLES, ONEDNN_SHAPE_CACHE_ENTRIES
 from core.config import PROJECT_ROOT
 from core.models import load_seq2seq
 from core.precision import cpu_has_native_bf16, int8_kernel_available, quantize_decoder, read_safetensors
@@ -104,11 +104,7 @@ print(round(rss_mb() - start))
 
 
 def _growth_mb(**variables: str) -> int:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ONEDNN_CACHE_VARIABLES}
     done = subprocess.run(
         [sys.executable, "-c", SHAPES_PROBE],
         cwd=PROJECT_ROOT,
@@ -128,7 +124,7 @@ def test_memory_stays_flat_over_many_input_lengths() -> None:
     """Importing ``core`` bounds oneDNN's per-shape caches: a served model's memory no longer grows
     with every new dialogue length (one served model grew 755 MB over 200 test dialogues before)."""
     bounded = _growth_mb()
-    unbounded = _growth_mb(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024", LRU_CACHE_CAPACITY="1024")  # oneDNN's own
+    unbounded = _growth_mb(**dict.fromkeys(ONEDNN_CACHE_VARIABLES, "1024"))  # oneDNN's own
     assert unbounded > bounded + 100, "the probe no longer reaches oneDNN's caches: it measures nothing"
     assert bounded < 60, f"memory grew {bounded} MB over 200 input lengths (unbounded: {unbounded} MB)"
 

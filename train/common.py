@@ -236,15 +236,18 @@ class TrainOptions(LoraArguments, OptimisationArguments, RunArguments):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.lora_targets:
             raise ValueError("lora_targets must name at least one module (e.g. q v)")
-        if self.lora_base_dtype not in LORA_BASE_DTYPES:
-            raise ValueError(
-                f"lora_base_dtype must be one of {', '.join(LORA_BASE_DTYPES)}, got {self.lora_base_dtype!r}"
-            )
+        check_lora_base_dtype(self.lora_base_dtype)
         if self.method != "lora" and self.lora_base_dtype == "bfloat16":
             raise ValueError("lora_base_dtype is for LoRA: full fine-tuning updates every weight in float32")
         if self.bf16 and not torch.cuda.is_available():
             raise ValueError("bf16 needs a CUDA GPU; on the CPU training runs in float32")
         return self
+
+
+def check_lora_base_dtype(value: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of :data:`LORA_BASE_DTYPES`."""
+    if value not in LORA_BASE_DTYPES:
+        raise ValueError(f"lora_base_dtype must be one of {', '.join(LORA_BASE_DTYPES)}, got {value!r}")
 
 
 def default_output_dir(method: str, preset: str | None = None) -> str:

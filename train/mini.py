@@ -152,12 +152,9 @@ class MiniOptions:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         from core.config import GenerationSettings
-        from train.common import LORA_BASE_DTYPES
+        from train.common import check_lora_base_dtype
 
-        if self.lora_base_dtype not in LORA_BASE_DTYPES:  # refused now, not after the first stages
-            raise ValueError(
-                f"lora_base_dtype must be one of {', '.join(LORA_BASE_DTYPES)}, got {self.lora_base_dtype!r}"
-            )
+        check_lora_base_dtype(self.lora_base_dtype)  # refused now, not after the first stages
         GenerationSettings(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams).validate()
         return self
 
