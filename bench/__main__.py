@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="where to build (and reuse) the checkpoints; default: a temp dir")
     parser.add_argument("--data", help="DialogSum directory or hub id (default: the project's)")
     parser.add_argument(
-        "--dtype", default="auto", help="precision of the app path: auto (default), float32, bfloat16, int8"
+        "--dtype",
+        default="auto",
+        help="precision of the app path: auto (default), float32, bfloat16, int8, float32-int8",
     )
     parser.add_argument("--no-variants", action="store_true", help="skip the P3 precision comparison")
     parser.add_argument("--dialogues", type=int, help="P4 dialogues (default 24, quick 8)")
@@ -313,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                 figures["P3_served_floor_ratio"] = single / lat["floor_served_s"]
                 _goal_row(rows, "P3_served_floor_ratio", figures["P3_served_floor_ratio"])
                 if not args.no_variants and not quick:
-                    for variant in ("float32", "bfloat16"):
+                    # Every precision the app offers, so the table shows why auto picked its own.
+                    for variant in ("float32", "bfloat16", "int8", "float32-int8"):
                         if variant == args.dtype:
                             continue
                         res = run_worker("variant", {**spec, "variant": variant, "repeats": 2}, log)

@@ -30,6 +30,7 @@ from core.config import (
 from core.precision import (
     cpu_has_native_bf16,
     int8_kernel_available,
+    int8_weights_pay_off,
     quantize_decoder,
     read_safetensors,
     release_freed_memory,
@@ -103,11 +104,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+DTYPE_CHOICES = "float32, bfloat16, int8, float32-int8 or auto"
+INT8_DTYPES = ("int8", "float32-int8")  # int8 decoder weights, asked for by name
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The compute dtype; fp16 is refused (T5 overflows in fp16).
 
     ``auto`` is bf16 on CUDA and on CPUs with hardware bf16, else fp32. ``int8`` computes in
-    bf16 (its int8 decoder weights are applied by :func:`use_int8_weights`).
+    bf16, ``float32-int8`` in fp32 (their int8 decoder weights are applied by
+    :func:`use_int8_weights`).
     """
     table = {
         "float32": torch.float32,
@@ -115,6 +121,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         "bfloat16": torch.bfloat16,
         "bf16": torch.bfloat16,
         "int8": torch.bfloat16,
+        "float32-int8": torch.float32,
     }
     if dtype in ("float16", "fp16", "half"):
         raise ModelLoadError("float16 is not supported: T5 overflows in fp16; use bfloat16 or float32")
@@ -122,7 +129,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         fast_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
         return torch.bfloat16 if fast_bf16 else torch.float32
     if dtype not in table:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; choose float32, bfloat16, int8 or auto")
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose {DTYPE_CHOICES}")
     return table[dtype]
 
 
@@ -149,15 +156,15 @@ def cpu_threads(config: ArenaConfig) -> int:
 def use_int8_weights(dtype: str, device: torch.device) -> bool:
     """Whether decoder weights are stored in int8 (see :mod:`core.precision`).
 
-    ``auto`` turns it on where it is measured to win: a CPU with hardware bf16 (``python -m
-    bench``: batch-1 generation ~1.4x faster than bf16 alone, ~1.8x than fp32, with a
-    quarter of fp32's decoder weight memory). ``int8`` asks for it explicitly (CPU only).
+    ``auto`` turns it on where it is measured to win (:func:`core.precision.int8_weights_pay_off`:
+    an x86 CPU with AVX2, bf16 compute where the CPU has it, fp32 elsewhere), with a quarter of
+    fp32's decoder weight memory. ``int8`` and ``float32-int8`` ask for it explicitly (CPU only).
     """
-    if dtype == "int8":
+    if dtype in INT8_DTYPES:
         if device.type != "cpu" or not int8_kernel_available():
-            raise ModelLoadError(f"dtype int8 needs a CPU with PyTorch's int8 weight kernel, not {device}")
+            raise ModelLoadError(f"dtype {dtype} needs a CPU with PyTorch's int8 weight kernel, not {device}")
         return True
-    return dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16() and int8_kernel_available()
+    return dtype == "auto" and device.type == "cpu" and int8_weights_pay_off()
 
 
 def _check_local_dir(location: str, required: tuple[str, ...], what: str) -> None:

@@ -1,16 +1,22 @@
-"""Fast CPU inference: bfloat16 compute with int8 weights in the decoder.
+"""Fast CPU inference: int8 weights in the decoder, applied with bf16 activations.
 
 Why: greedy decoding reads every decoder and ``lm_head`` weight once per generated token, so
 on a CPU it is bound by memory traffic and per-call overhead, not arithmetic. Storing those
 weights as int8 (one scale per output row) quarters the bytes of fp32, and PyTorch's
 ``_weight_int8pack_mm`` kernel multiplies bf16 activations by them directly. The encoder runs
-once per dialogue on hundreds of tokens at a time, where dense bf16 matrix products are faster,
-so it stays bf16 - as do the decoder's cross-attention key/value projections, which only see
+once per dialogue on hundreds of tokens at a time, where dense matrix products are faster, so
+it stays dense - as do the decoder's cross-attention key/value projections, which only see
 encoder states.
 
-Weight-only quantization keeps activations in bf16 and treats every row of a batch alike, so
-a row's summary does not depend on what it was batched with (unlike dynamic int8 activation
-quantization, whose scale is shared across the batch). LoRA matrices are never quantized.
+The rest of the model computes in bf16 on CPUs with hardware bf16, in fp32 elsewhere: there an
+int8 layer rounds its input to bf16 for the kernel and hands fp32 back, so the residual stream,
+the norms and attention stay fp32 (on an AVX2 CPU without bf16 the kernel still beats fp32's
+dense product, which streams four times the bytes; ``python -m bench``).
+
+Weight-only quantization keeps activations in floating point and treats every row of a batch
+alike, so a row's summary does not depend on what it was batched with (unlike dynamic int8
+activation quantization, whose scale is shared across the batch). LoRA matrices are never
+quantized.
 
 Loading straight into the serving dtype (:func:`read_safetensors`) and handing freed heap back
 to the system (:func:`release_freed_memory`) keep the load's peak memory near what is served.
@@ -39,19 +45,43 @@ QUANTIZE_ROWS = 1024  # rows converted at a time (a 768-wide block: 3 MB at fp32
 DENSE_IN_DECODER = ("EncDecAttention.k", "EncDecAttention.v")
 
 
+# The dtype ``_weight_int8pack_mm`` is fast in: its fp32-activation path is ~4x slower on CPU.
+KERNEL_DTYPE = torch.bfloat16
+
+
 @lru_cache(maxsize=1)
+def x86_cpu_flags() -> frozenset[str]:
+    """This x86 CPU's feature flags (``/proc/cpuinfo``); empty elsewhere or when unreadable."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return frozenset()
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(
+        flag
+        for line in info.splitlines()
+        if line.startswith("flags")
+        for flag in line.partition(":")[2].split()
+    )
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX).
 
     Without it bf16 matrix products are emulated and slower than fp32.
     """
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+    return bool(x86_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def int8_weights_pay_off() -> bool:
+    """Whether int8 decoder weights make batch-1 generation faster on this CPU.
+
+    Measured (``python -m bench``, flan-t5-base shape) on x86 CPUs with AVX2: with hardware
+    bf16 ~1.8x faster than fp32; on AVX2 alone (no bf16) 2.58 s vs 3.03 s at one thread and
+    2.03 s vs 3.24 s at two. Unmeasured elsewhere (ARM, say), so off there.
+    """
+    return "avx2" in x86_cpu_flags() and int8_kernel_available()
 
 
 @lru_cache(maxsize=1)
@@ -71,11 +101,13 @@ def int8_kernel_available() -> bool:
 class Int8WeightLinear(nn.Module):
     """A ``nn.Linear`` whose weight is stored as int8 with one scale per output feature.
 
-    ``weight`` keeps the name (as an int8 buffer) because transformers' T5 inspects
-    ``wo.weight.dtype`` and leaves activations alone when it is int8.
+    The product runs on bf16 activations (:data:`KERNEL_DTYPE`); the output comes back in the
+    input's dtype, so a layer serves a bf16 model and an fp32 one alike. ``weight`` keeps the
+    name (as an int8 buffer) because transformers' T5 inspects ``wo.weight.dtype`` and leaves
+    activations alone when it is int8.
     """
 
-    def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         weight = linear.weight.detach()
         quantized = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
@@ -90,13 +122,12 @@ class Int8WeightLinear(nn.Module):
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.register_buffer("weight", quantized.contiguous())
-        self.register_buffer("scales", scales.to(compute_dtype))
-        bias = None if linear.bias is None else linear.bias.detach().to(compute_dtype)
-        self.register_buffer("bias", bias)
+        self.register_buffer("scales", scales.to(KERNEL_DTYPE))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(self.scales.dtype)
-        out = torch._weight_int8pack_mm(rows, self.weight, self.scales)
+        rows = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)
+        out = torch._weight_int8pack_mm(rows, self.weight, self.scales).to(x.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -119,7 +150,7 @@ def quantize_decoder(model: Any) -> int:
 
     Works on a plain T5 and on a peft model (the LoRA wrapper keeps its adapters and gets an
     int8 base layer). Returns how many layers were converted. The model must already be in
-    its compute dtype (bf16).
+    its compute dtype (bf16 or fp32): the layers hand their outputs back in it.
     """
     # Paths, not modules: holding the replaced layers (as a list of modules would) keeps every
     # dense decoder weight alive until the end, so the load peaked at dense + int8 (P1).
@@ -128,7 +159,7 @@ def quantize_decoder(model: Any) -> int:
         parent_path, _, child_name = path.rpartition(".")
         parent = model.get_submodule(parent_path)
         dense = getattr(parent, child_name)
-        setattr(parent, child_name, Int8WeightLinear(dense, dense.weight.dtype))
+        setattr(parent, child_name, Int8WeightLinear(dense))
         del dense  # the dense weight is freed here, and its pages handed back at once
         _trim_heap()
     converted = len(paths)

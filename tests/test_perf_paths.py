@@ -1,8 +1,8 @@
 """The fast paths that ``python -m bench`` made the defaults keep outputs correct.
 
-* int8 decoder weights (``dtype="int8"``; what ``auto`` picks on CPUs with hardware bf16):
-  every layer converted, LoRA kept exact, close to the bf16 model it came from, and batch-
-  invariant - a row's summary doesn't depend on what it is batched with, so peft's mixed-
+* int8 decoder weights (``dtype="int8"`` with bf16 compute, ``"float32-int8"`` with fp32; what
+  ``auto`` picks on x86 CPUs with AVX2, by whether they have hardware bf16): every layer
+  converted, LoRA kept exact, close to the model it came from, and batch-invariant - a row's summary doesn't depend on what it is batched with, so peft's mixed-
   adapter batch (original + LoRA in one call) equals separate calls, and the report's batched
   evaluation equals one dialogue at a time.
 * On a CPU a batch's rows are encoded one at a time at their own length (no padding), each with
@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 import torch
 from torch import nn
 
+from core import precision
 from core.config import GenerationSettings, load_config
 from core.generation import (
     Summary,
@@ -68,17 +70,62 @@ def bf16_set(tiny_checkpoints):
 
 
 @pytest.fixture(scope="module")
+def fp32_int8_set(tiny_checkpoints):
+    return load_model_set(_config(tiny_checkpoints, "float32-int8"))
+
+
+@pytest.fixture(scope="module")
+def fp32_set(tiny_checkpoints):
+    return load_model_set(_config(tiny_checkpoints, "float32"))
+
+
+@pytest.fixture(scope="module")
 def dialogues(data_dir) -> list[str]:
     from core.data import load_split
 
     return [r.dialogue for r in load_split(data_dir, "validation", limit=4)]
 
 
-def test_auto_picks_int8_weights_exactly_where_the_cpu_has_bf16() -> None:
+@pytest.mark.parametrize(
+    ("flags", "compute", "int8"),
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, torch.bfloat16, True),  # hardware bf16
+        ({"avx2", "amx_bf16"}, torch.bfloat16, True),
+        ({"avx2", "fma"}, torch.float32, True),  # AVX2 alone: fp32 with int8 decoder weights
+        ({"sse4_2"}, torch.float32, False),  # no AVX2 (or not x86): plain fp32, unmeasured
+        (set(), torch.float32, False),
+    ],
+)
+def test_auto_precision_follows_the_cpu(flags, compute, int8, monkeypatch) -> None:
+    monkeypatch.setattr(precision, "x86_cpu_flags", lambda: frozenset(flags))
     cpu = torch.device("cpu")
-    assert use_int8_weights("auto", cpu) == cpu_has_native_bf16()
-    assert resolve_dtype("int8", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", cpu) == compute
+    assert use_int8_weights("auto", cpu) is int8
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
+def test_explicit_precisions_ignore_the_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(precision, "x86_cpu_flags", lambda: frozenset())
+    cpu = torch.device("cpu")
+    assert (resolve_dtype("int8", cpu), use_int8_weights("int8", cpu)) == (torch.bfloat16, True)
+    assert (resolve_dtype("float32-int8", cpu), use_int8_weights("float32-int8", cpu)) == (
+        torch.float32,
+        True,
+    )
     assert not use_int8_weights("float32", cpu) and not use_int8_weights("bfloat16", cpu)
+    with pytest.raises(ModelLoadError, match="float32-int8 needs a CPU"):
+        use_int8_weights("float32-int8", torch.device("cuda"))
+    with pytest.raises(ModelLoadError, match="float32-int8 or auto"):
+        resolve_dtype("int4", cpu)
+
+
+def test_this_cpu_is_read_from_its_flags() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not (cpuinfo.is_file() and platform.machine().lower() in ("x86_64", "amd64")):
+        pytest.skip("not an x86 Linux machine")
+    flags = {f for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for f in line.split()}
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert precision.int8_weights_pay_off() == ("avx2" in flags)
 
 
 def test_cpu_generation_uses_one_thread_unless_configured(tiny_checkpoints) -> None:
@@ -118,22 +165,39 @@ def test_every_generate_call_runs_at_the_configured_thread_count(int8_set, dialo
     assert seen == [DEFAULT_CPU_THREADS, DEFAULT_CPU_THREADS]
 
 
-def test_int8_linear_matches_the_dense_layer_it_replaces() -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int8_linear_matches_the_dense_layer_it_replaces(dtype) -> None:
     torch.manual_seed(0)
-    dense = nn.Linear(64, 48, bias=True).to(torch.bfloat16)
+    dense = nn.Linear(64, 48, bias=True).to(dtype)
     fast = Int8WeightLinear(dense)
     assert fast.weight.dtype == torch.int8 and fast.weight.shape == (48, 64)
-    x = torch.randn(3, 5, 64, dtype=torch.bfloat16)
-    expected, got = dense(x).float(), fast(x).float()
+    x = torch.randn(3, 5, 64, dtype=dtype)
+    expected, got = dense(x), fast(x)
+    assert got.dtype == dtype  # hands back the model's dtype: an fp32 model stays fp32 around it
+    expected, got = expected.float(), got.float()
     assert got.shape == expected.shape
     # int8 per-row rounding: error well under 2% of the output scale
     assert (got - expected).abs().max() < 0.02 * expected.abs().max()
 
 
-def test_every_decoder_layer_is_int8_but_the_encoder_and_lora_stay_dense(int8_set) -> None:
+@pytest.mark.parametrize(
+    ("models", "compute"), [("int8_set", torch.bfloat16), ("fp32_int8_set", torch.float32)]
+)
+def test_every_decoder_layer_is_int8_but_the_encoder_and_lora_stay_dense(models, compute, request) -> None:
+    int8_set = request.getfixturevalue(models)
     assert int8_set.errors == {}
     shared = int8_set.models["original"].model
     assert shared is int8_set.models["lora"].model
+    for model in (shared, int8_set.models["full"].model):  # all else in the compute dtype
+        floating = {n: t.dtype for n, t in [*model.named_parameters(), *model.named_buffers()]}
+        assert {
+            d for n, d in floating.items() if "lora_" not in n and not n.endswith((".weight", ".scales"))
+        } <= {compute}
+        assert {d for n, d in floating.items() if n.endswith(".scales")} == {torch.bfloat16}  # the kernel's
+        dense_weights = {
+            d for n, d in floating.items() if n.endswith(".weight") and "lora_" not in n and d != torch.int8
+        }
+        assert dense_weights == {compute}
     for model in (shared, int8_set.models["full"].model):
         kinds = {name: type(module) for name, module in model.named_modules()}
         int8_layers = [n for n, k in kinds.items() if k is Int8WeightLinear]
@@ -153,10 +217,14 @@ def test_quantizing_twice_converts_nothing_more(tiny_checkpoints) -> None:
     assert quantize_decoder(models.models["full"].model) == 0
 
 
-def test_int8_logits_stay_close_to_bf16(int8_set, bf16_set, dialogues) -> None:
+@pytest.mark.parametrize(("models", "reference"), [("int8_set", "bf16_set"), ("fp32_int8_set", "fp32_set")])
+def test_int8_logits_stay_close_to_the_model_they_came_from(models, reference, dialogues, request) -> None:
     from core.prompt import build_prompt
 
-    fast, ref = int8_set.models["full"], bf16_set.models["full"]
+    fast, ref = (
+        request.getfixturevalue(models).models["full"],
+        request.getfixturevalue(reference).models["full"],
+    )
     inputs = ref.tokenizer([build_prompt(dialogues[0])], return_tensors="pt")
     start = torch.zeros((1, 1), dtype=torch.long)
     with torch.inference_mode():
@@ -165,7 +233,9 @@ def test_int8_logits_stay_close_to_bf16(int8_set, bf16_set, dialogues) -> None:
     assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
 
 
-def test_mixed_adapter_batch_equals_separate_calls_with_int8_weights(int8_set, dialogues) -> None:
+@pytest.mark.parametrize("models", ["int8_set", "fp32_int8_set"])
+def test_mixed_adapter_batch_equals_separate_calls_with_int8_weights(models, dialogues, request) -> None:
+    int8_set = request.getfixturevalue(models)
     together = {
         rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, SETTINGS)
     }
@@ -271,8 +341,12 @@ def test_concurrent_groups_are_sized_at_the_models_thread_count_not_the_callers(
     assert generation.configured_threads([]) is None
 
 
+@pytest.mark.parametrize("models", ["int8_set", "fp32_int8_set"])
 @pytest.mark.parametrize("beams", [1, 3])  # beam search expands the rows' encoder states too
-def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(int8_set, dialogues, beams) -> None:
+def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(
+    models, dialogues, beams, request
+) -> None:
+    int8_set = request.getfixturevalue(models)
     settings = dataclasses.replace(SETTINGS, num_beams=beams)
     batched = {
         rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, settings)

@@ -365,8 +365,9 @@ class EvaluateOptions:
     device: str | None = _flag(None, "cpu, cuda or auto (default: auto)")
     dtype: str | None = _flag(
         None,
-        "float32, bfloat16, int8 or auto (default: auto: bf16 on CUDA; on a CPU with hardware bf16, "
-        "bf16 with int8 decoder weights; else fp32)",
+        "float32, bfloat16, int8 (bf16 with int8 decoder weights), float32-int8 or auto (default: "
+        "auto: bf16 on CUDA; int8 decoder weights on an x86 CPU with AVX2, computing in bf16 where "
+        "it has hardware bf16, else in fp32; fp32 elsewhere)",
     )
     threads: int | None = _flag(
         None,
