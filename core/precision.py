@@ -78,8 +78,10 @@ def int8_weights_pay_off() -> bool:
     """Whether int8 decoder weights make batch-1 generation faster on this CPU.
 
     Measured (``python -m bench``, flan-t5-base shape) on x86 CPUs with AVX2: with hardware
-    bf16 ~1.8x faster than fp32; on AVX2 alone (no bf16) 2.58 s vs 3.03 s at one thread and
-    2.03 s vs 3.24 s at two. Unmeasured elsewhere (ARM, say), so off there.
+    bf16 ~1.8x faster than fp32; on AVX2 alone (no bf16; fp32 compute around the int8 layers)
+    2.58 s vs 3.03 s at one thread and 2.03 s vs 3.24 s at two, same process, where fp32's
+    one-row product (MKL) runs on one core whatever the thread count. Unmeasured elsewhere
+    (ARM, say), so off there.
     """
     return "avx2" in x86_cpu_flags() and int8_kernel_available()
 
