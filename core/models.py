@@ -28,8 +28,10 @@ from core.config import (
     missing_checkpoint_hint,
 )
 from core.precision import (
+    PREQUANTIZED_ATTRIBUTE,
     cpu_has_native_bf16,
     int8_kernel_available,
+    int8_layer_paths,
     int8_weights_pay_off,
     quantize_decoder,
     read_safetensors,
@@ -234,8 +236,14 @@ def _from_state_dict(location: str, state: dict[str, Any], dtype: torch.dtype, e
     return model
 
 
-def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype) -> Any:
-    """Load a seq2seq LM (fp32/bf16) in eval mode; errors name the location and cause."""
+def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype, int8: bool = False) -> Any:
+    """Load a seq2seq LM (fp32/bf16) in eval mode; errors name the location and cause.
+
+    ``int8``: the caller serves int8 decoder weights and calls :func:`quantize_decoder` on the
+    model before it generates; a local safetensors checkpoint then has those layers quantized
+    as they are read (the model holds placeholders for them until then), so the dense decoder
+    never sits in memory (python -m bench, P1).
+    """
     from transformers import AutoModelForSeq2SeqLM
 
     if is_local_path(location):
@@ -244,7 +252,11 @@ def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype) -> Any
         # Eager attention on the CPU: with padded batches, T5's position bias + mask sends SDPA
         # to a slow path (measured: a padded batch of 8 generated 1.15-1.5x faster eager; batch 1 even).
         extra = {"attn_implementation": "eager"} if device.type == "cpu" else {}
-        state = read_safetensors(Path(location).expanduser(), dtype) if is_local_path(location) else None
+        int8_layers: dict[str, Any] | None = {} if int8 else None
+        state = None
+        if is_local_path(location):
+            paths = frozenset(_int8_layer_paths(location)) if int8 else frozenset()
+            state = read_safetensors(Path(location).expanduser(), dtype, int8_layers, paths)
         if state is None:
             model = AutoModelForSeq2SeqLM.from_pretrained(location, dtype=dtype, **extra)
         else:  # already in the serving dtype: no memory-mapped fp32 copy during the load
@@ -253,7 +265,27 @@ def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype) -> Any
     except Exception as err:
         raise ModelLoadError(f"model could not be loaded from {location}: {_describe(err)}") from err
     check_finite(model, location)
+    if int8_layers:
+        setattr(model, PREQUANTIZED_ATTRIBUTE, int8_layers)
     return model.to(device).eval()
+
+
+def _int8_layer_paths(location: str) -> list[str]:
+    """The layers :func:`quantize_decoder` will convert, from the model's structure alone
+    (built on the meta device: no weights). ``lm_head`` only where config.json unties it from
+    the embeddings (flan-t5): a tied head is the embedding matrix, which the encoder needs dense
+    (transformers 5's ``T5Config`` reports every T5 as tied, so the file is read)."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(location)
+    with torch.device("meta"):
+        skeleton = AutoModelForSeq2SeqLM.from_config(config)
+    try:
+        declared = json.loads((Path(location).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        declared = {}
+    untied = isinstance(declared, dict) and declared.get("tie_word_embeddings") is False
+    return [p for p in int8_layer_paths(skeleton) if untied or p != "lm_head"]
 
 
 def check_vocab(tokenizer: Any, model: Any, location: str) -> None:
@@ -472,7 +504,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
     if ("original" in names or "lora" in names or extra) and "original" in dirs:
         try:
             base_tokenizer = load_tokenizer(dirs["original"])
-            base = load_seq2seq(dirs["original"], device, dtype)
+            base = load_seq2seq(dirs["original"], device, dtype, int8)
             check_vocab(base_tokenizer, base, locations["original"])
         except ModelLoadError as err:
             base = None  # loaded but refused (e.g. by check_vocab): serve neither original nor lora
@@ -499,7 +531,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
                 result.errors["lora"] = str(err)
                 logger.error("LoRA unavailable: %s", err)
                 if _has_lora_layers(base):  # a half-applied adapter must not leak into original
-                    base = load_seq2seq(dirs["original"], device, dtype)
+                    base = load_seq2seq(dirs["original"], device, dtype, int8)
                 serving = base
         if extra:
             serving, adapters, failed = attach_adapters(
@@ -527,7 +559,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
     if "full" in names and "full" in dirs:
         try:
             tokenizer = load_tokenizer(dirs["full"])
-            model = load_seq2seq(dirs["full"], device, dtype)
+            model = load_seq2seq(dirs["full"], device, dtype, int8)
             check_vocab(tokenizer, model, locations["full"])
             if int8:
                 quantize_decoder(model)

@@ -100,6 +100,20 @@ def int8_kernel_available() -> bool:
     return bool(out.shape == (1, 8) and float(out[0, 0]) == 64.0)
 
 
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2-D weight as int8 rows and one scale per row (in :data:`KERNEL_DTYPE`)."""
+    quantized = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+    # In row blocks: the whole layer at fp32 (lm_head: ~100 MB, times the temporaries) was
+    # the load's peak (P1). Each row's scale and rounding are the same as in one piece.
+    for start in range(0, weight.shape[0], QUANTIZE_ROWS):
+        block = weight[start : start + QUANTIZE_ROWS].float()
+        scale = (block.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+        quantized[start : start + QUANTIZE_ROWS] = torch.round(block / scale[:, None]).clamp(-127, 127)
+        scales[start : start + QUANTIZE_ROWS] = scale
+    return quantized.contiguous(), scales.to(KERNEL_DTYPE)
+
+
 class Int8WeightLinear(nn.Module):
     """A ``nn.Linear`` whose weight is stored as int8 with one scale per output feature.
 
@@ -109,22 +123,17 @@ class Int8WeightLinear(nn.Module):
     activations alone when it is int8.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, quantized: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
-        weight = linear.weight.detach()
-        quantized = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
-        scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
-        # In row blocks: the whole layer at fp32 (lm_head: ~100 MB, times the temporaries) was
-        # the load's peak (P1). Each row's scale and rounding are the same as in one piece.
-        for start in range(0, weight.shape[0], QUANTIZE_ROWS):
-            block = weight[start : start + QUANTIZE_ROWS].float()
-            scale = (block.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
-            quantized[start : start + QUANTIZE_ROWS] = torch.round(block / scale[:, None]).clamp(-127, 127)
-            scales[start : start + QUANTIZE_ROWS] = scale
+        # ``quantized``: this layer's (int8 rows, scales), made as the checkpoint was read
+        # (read_safetensors); ``linear.weight`` is then only a placeholder of the right shape.
+        weight, scales = quantized if quantized is not None else quantize_rows(linear.weight.detach())
+        if weight.shape != linear.weight.shape:
+            raise ValueError(f"int8 weight {tuple(weight.shape)} for a {tuple(linear.weight.shape)} layer")
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        self.register_buffer("weight", quantized.contiguous())
-        self.register_buffer("scales", scales.to(KERNEL_DTYPE))
+        self.register_buffer("weight", weight)
+        self.register_buffer("scales", scales)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,29 +156,51 @@ def _quantizable(path: str) -> bool:
     return in_decoder and not any(path.endswith(name) for name in DENSE_IN_DECODER)
 
 
+def int8_layer_paths(model: Any) -> list[str]:
+    """Module paths of the layers :func:`quantize_decoder` converts (a meta-device model will do)."""
+    return [p for p, m in model.named_modules() if type(m) is nn.Linear and p and _quantizable(p)]
+
+
+# Where read_safetensors leaves a layer's int8 form, keyed by module path, until quantize_decoder.
+PREQUANTIZED_ATTRIBUTE = "_arena_int8_layers"
+
+
 def quantize_decoder(model: Any) -> int:
     """Swap the decoder's and ``lm_head``'s ``nn.Linear`` layers for int8-weight ones, in place.
 
     Works on a plain T5 and on a peft model (the LoRA wrapper keeps its adapters and gets an
     int8 base layer). Returns how many layers were converted. The model must already be in
-    its compute dtype (bf16 or fp32): the layers hand their outputs back in it.
+    its compute dtype (bf16 or fp32): the layers hand their outputs back in it. Layers that
+    :func:`read_safetensors` quantized as it read them take that int8 form (their dense weight
+    is a placeholder); the others are converted from their weights here.
     """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    prequantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = getattr(inner, PREQUANTIZED_ATTRIBUTE, {})
     # Paths, not modules: holding the replaced layers (as a list of modules would) keeps every
     # dense decoder weight alive until the end, so the load peaked at dense + int8 (P1).
-    paths = [p for p, m in model.named_modules() if type(m) is nn.Linear and p and _quantizable(p)]
+    paths = int8_layer_paths(model)
     for path in paths:
         parent_path, _, child_name = path.rpartition(".")
         parent = model.get_submodule(parent_path)
         dense = getattr(parent, child_name)
-        setattr(parent, child_name, Int8WeightLinear(dense))
+        # peft names a wrapped layer "base_model.model.<path>.base_layer"; the checkpoint "<path>".
+        key = path.removeprefix("base_model.model.").removesuffix(".base_layer")
+        setattr(parent, child_name, Int8WeightLinear(dense, prequantized.pop(key, None)))
         del dense  # the dense weight is freed here, and its pages handed back at once
         _trim_heap()
+    if prequantized:  # a layer read as int8 but not found: its placeholder must never serve
+        raise ValueError(f"int8 layers read but not in the model: {sorted(prequantized)[:3]}")
     converted = len(paths)
     logger.info("int8 weights in %d decoder layers", converted)
     return converted
 
 
-def read_safetensors(directory: Path, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+def read_safetensors(
+    directory: Path,
+    dtype: torch.dtype,
+    int8_layers: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    int8_paths: frozenset[str] = frozenset(),
+) -> dict[str, torch.Tensor] | None:
     """A checkpoint's tensors, read one at a time and cast to ``dtype`` as each is read.
 
     Why: ``from_pretrained`` memory-maps the whole file, and every mapped page it touches counts
@@ -178,6 +209,13 @@ def read_safetensors(directory: Path, dtype: torch.dtype) -> dict[str, torch.Ten
     the peak is the served weights plus one fp32 tensor. Floating tensors are cast (T5 keeps no
     module in fp32 at bf16); others keep their dtype. Returns None when ``directory`` holds no
     safetensors weights (``.bin`` checkpoints load the usual way).
+
+    With ``int8_layers`` (a dict to fill), the weight of each layer in ``int8_paths`` (module
+    paths, from :func:`int8_layer_paths`) is quantized as it is read - from its value cast to
+    ``dtype``, exactly as converting it after the load would - into ``int8_layers[path]``, and
+    the state gets a placeholder of its shape that holds no memory: the dense decoder is never
+    in memory at once (P1). A weight holding NaN or infinite values stays dense, for the load's
+    finiteness check to name it.
     """
     from safetensors import safe_open
 
@@ -193,8 +231,15 @@ def read_safetensors(directory: Path, dtype: torch.dtype) -> dict[str, torch.Ten
         with safe_open(str(directory / name), framework="pt", device="cpu", backend="pread") as reader:
             for key in reader.keys():  # noqa: SIM118 - safe_open is not iterable
                 tensor = reader.get_tensor(key)
-                state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                cast = tensor.to(dtype) if tensor.is_floating_point() else tensor
                 del tensor
+                path = key.removesuffix(".weight")
+                if int8_layers is not None and path in int8_paths and bool(torch.isfinite(cast).all()):
+                    int8_layers[path] = quantize_rows(cast)
+                    state[key] = torch.zeros((), dtype=cast.dtype).expand(cast.shape)  # no storage
+                    del cast
+                else:
+                    state[key] = cast
                 _trim_heap()  # the fp32 read is freed: its pages go back before the next read
     return state
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import subprocess
@@ -21,8 +22,16 @@ from transformers import AutoModelForSeq2SeqLM
 
 from core import ONEDNN_CACHE_VARIABLES, ONEDNN_SHAPE_CACHE_ENTRIES
 from core.config import PROJECT_ROOT
-from core.models import load_seq2seq
-from core.precision import cpu_has_native_bf16, int8_kernel_available, quantize_decoder, read_safetensors
+from core.models import ModelLoadError, load_seq2seq
+from core.precision import (
+    PREQUANTIZED_ATTRIBUTE,
+    Int8WeightLinear,
+    cpu_has_native_bf16,
+    int8_kernel_available,
+    int8_layer_paths,
+    quantize_decoder,
+    read_safetensors,
+)
 
 CPU = torch.device("cpu")
 
@@ -66,6 +75,84 @@ def test_quantizing_frees_each_dense_layer(tiny_checkpoints) -> None:
     assert quantize_decoder(model) > 0
     gc.collect()
     assert dense() is None  # nothing kept the replaced layer (and its weight) alive
+
+
+def _int8_layers(model) -> dict[str, Int8WeightLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, Int8WeightLinear)}
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tied", [False, True])  # flan-t5 and the bench: untied; the mini: tied
+def test_quantizing_as_read_equals_quantizing_after_the_load(
+    tiny_checkpoints, dtype, tied, tmp_path: Path
+) -> None:
+    location = str(tmp_path / "full")
+    shutil.copytree(
+        tiny_checkpoints["full"] if not tied else PROJECT_ROOT / "checkpoints/mini/full", location
+    )
+    config = json.loads((tmp_path / "full/config.json").read_text())
+    config["tie_word_embeddings"] = tied  # the test model's lm_head has its own values
+    (tmp_path / "full/config.json").write_text(json.dumps(config))
+    as_read = load_seq2seq(location, CPU, dtype, int8=True)
+    pending = dict(getattr(as_read, PREQUANTIZED_ATTRIBUTE))
+    paths = int8_layer_paths(as_read)
+    # Every converted layer was quantized as it was read, but a head tied to the embeddings
+    # (the mini's), whose weight the encoder needs dense.
+    assert set(pending) == {p for p in paths if not (tied and p == "lm_head")}
+    for path in pending:  # what the model holds until quantize_decoder is a placeholder, no bytes
+        weight = as_read.get_submodule(path).weight
+        assert weight.untyped_storage().nbytes() <= weight.element_size()
+    after = load_seq2seq(location, CPU, dtype)
+    assert quantize_decoder(as_read) == quantize_decoder(after) == len(paths)
+    assert getattr(as_read, PREQUANTIZED_ATTRIBUTE) == {}  # handed over, nothing kept twice
+    ours, theirs = _int8_layers(as_read), _int8_layers(after)
+    assert ours.keys() == theirs.keys() == set(paths)
+    for name, layer in theirs.items():
+        assert torch.equal(ours[name].weight, layer.weight) and torch.equal(
+            ours[name].scales, layer.scales
+        ), name
+    for name, tensor in after.state_dict().items():  # and the dense rest is the same model
+        assert torch.equal(as_read.state_dict()[name], tensor), name
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+def test_quantizing_as_read_keeps_lora_layers_and_a_peft_models_paths(tiny_checkpoints) -> None:
+    from core.models import attach_lora
+
+    base = load_seq2seq(tiny_checkpoints["original"], CPU, torch.float32, int8=True)
+    model, _ = attach_lora(base, tiny_checkpoints["lora"], tiny_checkpoints["original"])
+    assert getattr(base, PREQUANTIZED_ATTRIBUTE)  # read as int8, pending
+    paths = int8_layer_paths(model)
+    assert quantize_decoder(model) == len(paths) > 0
+    assert getattr(base, PREQUANTIZED_ATTRIBUTE) == {}  # every one found under peft's names
+    wrapped = [n for n, m in _int8_layers(model).items() if n.endswith(".base_layer")]
+    assert wrapped  # the LoRA-wrapped decoder layers got their int8 base from the read
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+def test_a_corrupt_decoder_weight_is_still_named_when_quantizing_as_read(
+    tiny_checkpoints, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "full"
+    shutil.copytree(tiny_checkpoints["full"], copy)
+    state = load_file(str(copy / "model.safetensors"))
+    name = "decoder.block.0.layer.1.EncDecAttention.q.weight"
+    state[name][0, 0] = float("nan")
+    save_file(state, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"EncDecAttention\.q\.weight holds NaN"):
+        load_seq2seq(str(copy), CPU, torch.float32, int8=True)
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+def test_an_int8_layer_read_but_missing_from_the_model_is_refused(tiny_checkpoints) -> None:
+    model = load_seq2seq(tiny_checkpoints["full"], CPU, torch.float32, int8=True)
+    pending = getattr(model, PREQUANTIZED_ATTRIBUTE)
+    pending["decoder.block.9.layer.0.SelfAttention.q"] = next(iter(pending.values()))
+    with pytest.raises(ValueError, match="not in the model"):
+        quantize_decoder(model)
 
 
 def test_int8_row_blocks_equal_converting_the_layer_in_one_piece() -> None:
