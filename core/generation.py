@@ -12,9 +12,7 @@ at their own length (:func:`core.row_encoding.encode_rows_apart`); only decoding
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -28,26 +26,9 @@ from core.config import MODEL_NAMES, GenerationSettings
 from core.models import LoadedModel, ModelSet, available_cores, use_threads
 from core.prompt import build_prompt, clean_text
 from core.row_encoding import EncoderHandoff, OfferedRows, encode_rows_apart
+from core.summaries import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS, Summary
 
 logger = logging.getLogger(__name__)
-
-MAX_INPUT_TOKENS = 512  # what the models were trained on (train/ truncates inputs here too)
-MAX_DIALOGUE_CHARS = 200_000  # longer text is cut before tokenizing, so one paste can't stall a worker
-
-
-@dataclass(frozen=True)
-class Summary:
-    """One model's answer for one dialogue."""
-
-    model: str
-    text: str
-    seconds: float
-    error: str | None = None
-    input_tokens: int = 0
-    truncated_tokens: int = 0
-    batched_with: tuple[str, ...] = ()  # other models that ran in the same generate call
-    truncated_chars: int = 0
-    timed_out: bool = False  # the time budget ran out: ``text`` is what was generated so far
 
 
 @dataclass(frozen=True)
@@ -450,45 +431,3 @@ def summarize_all(
             progress(start + len(batch), len(todo))
     result.texts = {name: [t or "" for t in found[name]] for name in names}
     return result
-
-
-class SummaryCache:
-    """A bounded, thread-safe LRU cache of summaries keyed by model, dialogue and settings.
-
-    This is the one piece of shared mutable state the app keeps: a repeated click on the same
-    dialogue with the same settings returns at once.
-    """
-
-    def __init__(self, max_entries: int = 2048) -> None:
-        self._entries: OrderedDict[tuple, Summary] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_entries = max_entries
-
-    @staticmethod
-    def key(preset: str, model: str, dialogue: str, settings: GenerationSettings) -> tuple:
-        return (preset, model, clean_text(dialogue).strip(), settings)
-
-    def get(self, key: tuple) -> Summary | None:
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple, summary: Summary) -> None:
-        if summary.error is not None or summary.timed_out:
-            return  # errors and cut summaries are not cached: the next click retries
-        with self._lock:
-            self._entries[key] = summary
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def put_many(self, items: Sequence[tuple[Hashable, Summary]]) -> None:
-        """Store several summaries (the :class:`BatchCache` protocol)."""
-        for key, summary in items:
-            self.put(key, summary)  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)

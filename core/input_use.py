@@ -21,9 +21,10 @@ import torch
 
 from core.data import Dialogue
 from core.evaluation import bootstrap_indices, derangement, mean_ci, paired_difference
-from core.generation import MAX_INPUT_TOKENS, fit_dialogue
+from core.generation import fit_dialogue
 from core.models import LoadedModel
 from core.prompt import build_prompt
+from core.summaries import MAX_INPUT_TOKENS
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.checkpoints import portable_location
 from core.config import MODEL_LABELS, MODEL_NAMES, PROJECT_ROOT, ArenaConfig
-from core.generation import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS
 from core.metrics import ROUGE_TYPES
 from core.model_cards import ModelCard, human_bytes, human_count, lora_headline
 from core.prompt import clean_text
+from core.summaries import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS
 
 if TYPE_CHECKING:  # the service imports nothing from here; only its result type is named
     from core.service import ModelResult
@@ -76,7 +76,7 @@ def truncation_notice(results: Sequence[ModelResult], dialogue: str) -> str | No
     """The one sentence on how much of a long dialogue was cut, or ``None`` when nothing was.
 
     ``results`` are the models' answers (anything with ``input_tokens`` and ``truncated_tokens``,
-    e.g. :class:`core.generation.Summary`); the worst cut is reported.
+    e.g. :class:`core.summaries.Summary`); the worst cut is reported.
     """
     chars_cut = max(0, len(clean_text(dialogue).strip()) - MAX_DIALOGUE_CHARS)
     cut = [r for r in results if r.truncated_tokens > 0]

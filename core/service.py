@@ -25,7 +25,7 @@ from core.battles import Battle, BattleError, BattleStore, FairDraw
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, GenerationSettings
 from core.data import DataError, Dialogue, find_dialogue, load_split
 from core.evaluation import build_report, score_table
-from core.generation import Summary, SummaryCache, summarize, summarize_all
+from core.generation import summarize, summarize_all
 from core.inputs import (
     InputError,
     anonymous_session_id,
@@ -42,6 +42,7 @@ from core.metrics import overlap_spans, rouge
 from core.models import ModelSet
 from core.prompt import clean_text
 from core.reports import normalise_report, read_report
+from core.summaries import Summary, SummaryCache
 from core.votes import DuplicateVoteError, Vote, VoteStore, VoteStoreError, check_choice_and_ranking
 
 __all__ = ["FRESH_EVAL_RANGE", "MODEL_LOAD_WAIT_S", "ArenaService", "InputError", "ModelLoad", "ModelResult"]

@@ -24,10 +24,10 @@ from bench.load import Rejected, call
 from core import presentation as view
 from core.battles import BattleStore
 from core.config import MODEL_NAMES, load_config
-from core.generation import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS
 from core.models import load_model_set
 from core.presentation import truncation_notice
 from core.service import ArenaService, InputError, ModelResult
+from core.summaries import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS
 from core.votes import VoteStore
 
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'

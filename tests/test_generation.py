@@ -3,19 +3,11 @@ from __future__ import annotations
 import pytest
 
 from core.config import GenerationSettings, load_config
-from core.generation import (
-    MAX_DIALOGUE_CHARS,
-    MAX_INPUT_TOKENS,
-    Summary,
-    SummaryCache,
-    effective_kwargs,
-    fit_dialogue,
-    summarize,
-    summarize_all,
-)
+from core.generation import effective_kwargs, fit_dialogue, summarize, summarize_all
 from core.models import load_model_set, load_tokenizer
 from core.presentation import truncation_notice
 from core.prompt import PROMPT_HEAD, PROMPT_TAIL, build_prompt, clean_text
+from core.summaries import MAX_DIALOGUE_CHARS, MAX_INPUT_TOKENS, Summary, SummaryCache
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ from torch import nn
 from core import precision
 from core.config import GenerationSettings, load_config
 from core.generation import (
-    Summary,
     concurrent_workers,
     fit_dialogue,
     summarize,
@@ -49,6 +48,7 @@ from core.models import (
 from core.precision import Int8WeightLinear, cpu_has_native_bf16, int8_kernel_available, quantize_decoder
 from core.prompt import build_prompt
 from core.row_encoding import encode_rows_apart
+from core.summaries import Summary
 
 pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
 

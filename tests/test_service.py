@@ -18,7 +18,6 @@ from core.battles import BattleError, BattleStore
 from core.config import MODEL_NAMES, PROJECT_ROOT, GenerationSettings, load_config
 from core.data import load_split
 from core.evaluation import build_report, score_table
-from core.generation import MAX_DIALOGUE_CHARS
 from core.inputs import InputError, join_references, parse_references, parse_settings
 from core.jsonfile import JsonFileError, read_json_object
 from core.metrics import ROUGE_TYPES
@@ -27,6 +26,7 @@ from core.models import ModelSet, load_model_set
 from core.presentation import truncation_notice
 from core.reports import normalise_report, read_report
 from core.service import ArenaService, ModelResult
+from core.summaries import MAX_DIALOGUE_CHARS
 from core.votes import VoteStore
 
 SETTINGS = GenerationSettings(max_new_tokens=12)

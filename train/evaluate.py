@@ -47,10 +47,11 @@ from core.evaluation import (
     report_markdown,
     score_table,
 )
-from core.generation import MAX_INPUT_TOKENS, Summary, effective_kwargs, summarize_all
+from core.generation import effective_kwargs, summarize_all
 from core.metrics import ROUGE_TYPES
 from core.models import LoadedModel, ModelSet, available_cores, load_model_set
 from core.reports import normalise_report
+from core.summaries import MAX_INPUT_TOKENS, Summary
 from train.metadata import portable_location
 
 logger = logging.getLogger(__name__)
