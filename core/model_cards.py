@@ -8,7 +8,7 @@ trained elsewhere - still gets a card: parameters are counted from the safetenso
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,6 @@ from core.checkpoints import (
     weights_size_bytes,
 )
 from core.config import MODEL_LABELS, ArenaConfig
-from core.models import ModelLoadError, adapter_config
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,8 @@ def count_safetensors_params(directory: Path) -> int | None:
     total = 0
     try:
         for path in files:
-            with safe_open(str(path), framework="pt") as handle:
+            # numpy, not pt: only shapes are read, and "pt" would import torch for the page (P6)
+            with safe_open(str(path), framework="numpy") as handle:
                 for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                     shape = handle.get_slice(key).get_shape()
                     count = 1
@@ -143,8 +143,7 @@ def card_for(name: str, location: str, base_location: str | None = None) -> Mode
     if card.method is None:
         card.method = "lora" if adapter else ("pretrained" if name == "original" else None)
     if card.base_model is None and adapter:
-        with contextlib.suppress(ModelLoadError):  # the loader reports a broken adapter config
-            card.base_model = adapter_config(str(directory)).base_model_name_or_path or None
+        card.base_model = adapter_base_model(directory)
     if card.total_params is None:
         own = count_safetensors_params(directory)
         if adapter and own is not None:
@@ -208,3 +207,16 @@ def lora_headline(cards: dict[str, ModelCard]) -> str | None:
             f"({full.size_on_disk_bytes / lora.size_on_disk_bytes:.0f}x smaller)"
         )
     return " and ".join(parts) if parts else None
+
+
+def adapter_base_model(directory: Path) -> str | None:
+    """The base model an adapter's ``adapter_config.json`` names (peft's
+    ``base_model_name_or_path``), or None where it names none or is unreadable - the model
+    loader reports a broken config. Read as JSON: peft (and torch with it) is not imported for
+    a page that only describes the adapter."""
+    try:
+        data = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    return base if isinstance(base, str) and base else None

@@ -18,14 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.agreement import AgreementReport, agreement, check_metric, detail_rows
 from core.battles import Battle, BattleError, BattleStore, FairDraw
 from core.config import MODEL_LABELS, MODEL_NAMES, ArenaConfig, GenerationSettings
 from core.data import DataError, Dialogue, find_dialogue, load_split
 from core.evaluation import build_report, score_table
-from core.generation import summarize, summarize_all
 from core.inputs import (
     InputError,
     anonymous_session_id,
@@ -39,11 +38,15 @@ from core.inputs import (
 )
 from core.leaderboard import standings
 from core.metrics import overlap_spans, rouge
-from core.models import ModelSet
 from core.prompt import clean_text
 from core.reports import normalise_report, read_report
 from core.summaries import Summary, SummaryCache
 from core.votes import DuplicateVoteError, Vote, VoteStore, VoteStoreError, check_choice_and_ranking
+
+# core.models and core.generation import torch and transformers (~2.5 s): the page is served
+# without them, and the background model load (ModelLoad) imports them (python -m bench, P6).
+if TYPE_CHECKING:
+    from core.models import ModelSet
 
 __all__ = ["FRESH_EVAL_RANGE", "MODEL_LOAD_WAIT_S", "ArenaService", "InputError", "ModelLoad", "ModelResult"]
 
@@ -187,11 +190,17 @@ class ArenaService:
     def start(cls, config: ArenaConfig) -> ArenaService:
         """A service whose preset's models load in the background (failures are recorded per
         model, never raised); it answers at once, and what needs the models waits for them."""
-        from core.models import load_model_set
         from core.vote_sync import start_vote_sync
 
         def load() -> ModelSet:
             start = time.perf_counter()
+            # torch and transformers are imported here, on the load's thread: not before the page
+            # (P6), and not by a request racing this import (a second thread importing
+            # transformers meanwhile can find it half-initialized). Requests wait for this load
+            # before they import the generation code, which is then already loaded.
+            import core.generation  # noqa: F401 - what the requests run
+            from core.models import load_model_set
+
             model_set = load_model_set(config)
             logger.info("models loaded in %.1f s (errors: %s)", time.perf_counter() - start, model_set.errors)
             return model_set
@@ -296,8 +305,11 @@ class ArenaService:
             else:
                 missing.append(name)
         if missing:
+            model_set = self.model_set  # first: waits for the startup load, which imports this
+            from core.generation import summarize
+
             limit = self.config.generation_timeout_s
-            for summary in summarize(self.model_set, dialogue, settings, names=missing, time_limit_s=limit):
+            for summary in summarize(model_set, dialogue, settings, names=missing, time_limit_s=limit):
                 self.cache.put(keys[summary.model], summary)
                 yield summary, False
 
@@ -547,8 +559,11 @@ class ArenaService:
             if progress:
                 progress(done / total if total else 1.0, f"dialogues: {done} of {total} summarized")
 
+        model_set = self.model_set  # first: waits for the startup load, which imports this
+        from core.generation import summarize_all
+
         result = summarize_all(
-            self.model_set, [r.dialogue for r in records], settings, MODEL_NAMES,
+            model_set, [r.dialogue for r in records], settings, MODEL_NAMES,
             cache=self.cache, key=lambda name, i: self._cache_key(name, digests[i], settings),
             batch_size=chunk, progress=advance, time_limit_s=self.config.generation_timeout_s,
         )  # fmt: skip

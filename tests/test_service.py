@@ -374,9 +374,9 @@ def test_a_cut_summary_is_shown_as_cut_and_kept_out_of_battles(
 def _lora_says(monkeypatch: pytest.MonkeyPatch, on_dialogue, **fields) -> list[str]:
     """Make the LoRA's summary carry ``fields`` (an empty text, an error) on the dialogues that
     ``on_dialogue(dialogue, seen)`` picks; returns every dialogue summarized, in order."""
-    import core.service
+    import core.generation
 
-    real, seen = core.service.summarize, []
+    real, seen = core.generation.summarize, []
 
     def summarize(model_set, dialogue, *args, **kwargs):
         seen.append(dialogue)
@@ -384,7 +384,7 @@ def _lora_says(monkeypatch: pytest.MonkeyPatch, on_dialogue, **fields) -> list[s
             hit = summary.model == "lora" and on_dialogue(dialogue, seen)
             yield dataclasses.replace(summary, **fields) if hit else summary
 
-    monkeypatch.setattr(core.service, "summarize", summarize)
+    monkeypatch.setattr(core.generation, "summarize", summarize)  # the service imports it per call
     return seen
 
 

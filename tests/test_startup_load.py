@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core import presentation as view
-from core.config import ArenaConfig, load_config
+from core.config import PROJECT_ROOT, ArenaConfig, load_config
 from core.inputs import InputError
 from core.models import ModelSet, load_model_set
 from core.service import ArenaService, ModelLoad
@@ -135,3 +139,57 @@ def test_the_page_shows_loading_then_the_real_status(
     loaded = {name: model_set.status(name) for name in service.model_names}
     assert values[banner] == view.preset_banner(service.config, loaded, service.examples_error)
     assert "⏳" not in values[banner] and not any("⏳" in values[h] for h in refresh.outputs[1:])
+
+
+# Importing the app and building its page (a load still running) in a fresh interpreter: which
+# of the model libraries that pulled in. They take ~2.5 s to import on a slow 2-core host, which
+# the first page would otherwise wait for (python -m bench, P6); the model load imports them.
+PAGE_PROBE = """
+import json, sys, threading
+import app
+from core.config import load_config
+from core.service import ArenaService, ModelLoad
+from core.votes import VoteStore
+
+gate = threading.Event()
+service = ArenaService(load_config(), ModelLoad(gate.wait), votes=VoteStore(sys.argv[1]))
+app.build_demo(service)
+print(json.dumps(sorted(m for m in ("torch", "transformers", "peft") if m in sys.modules)))
+"""
+
+
+def test_the_page_is_built_without_importing_the_model_libraries(config: ArenaConfig, tmp_path: Path) -> None:
+    pytest.importorskip("gradio")
+    env = {**os.environ, "ARENA_PRESET": "mini", "ARENA_ORIGINAL": config.models.original,
+           "ARENA_FULL": config.models.full, "ARENA_LORA": config.models.lora, "ARENA_DATA": config.data,
+           "ARENA_DEVICE": "cpu", "ARENA_VOTES_DB": str(tmp_path / "votes.sqlite")}  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", PAGE_PROBE, str(tmp_path / "votes.sqlite")],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert json.loads(probe.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_model_load_imports_them_in_the_background(
+    config: ArenaConfig, model_set: ModelSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ArenaService.start returns before load_model_set runs, which runs on the load's thread."""
+    import core.models
+
+    threads, release = [], threading.Event()
+
+    def load(loading_config: ArenaConfig) -> ModelSet:
+        assert loading_config is config
+        threads.append(threading.current_thread().name)
+        release.wait(WAIT_S)
+        return model_set
+
+    monkeypatch.setattr(core.models, "load_model_set", load)
+    service = ArenaService.start(config)
+    try:
+        assert all("loading" in line for line in service.model_status().values())  # start did not wait
+    finally:
+        release.set()
+    assert service.model_set is model_set
+    assert threads == ["arena-model-load"]
