@@ -181,3 +181,20 @@ def test_service_battles_leaderboard_compare_and_cards_cover_every_model(five, t
     demo = build_demo(service)  # the page builds a Compare column per model
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert {f"column-{n}" for n in names} <= ids
+
+
+def test_a_cards_base_model_is_read_from_the_adapter_config_as_peft_records_it(
+    tiny_checkpoints, tmp_path: Path
+) -> None:
+    import json
+
+    from core.model_cards import adapter_base_model
+    from core.models import adapter_config
+
+    lora = Path(tiny_checkpoints["lora"])
+    assert adapter_base_model(lora) == adapter_config(str(lora)).base_model_name_or_path  # what peft reads
+    for text in ("[1, 2]", "{not json", json.dumps({"r": 8}), json.dumps({"base_model_name_or_path": ""})):
+        (tmp_path / "adapter_config.json").write_text(text)
+        assert adapter_base_model(tmp_path) is None  # the loader, not the card, reports a broken config
+    (tmp_path / "adapter_config.json").unlink()
+    assert adapter_base_model(tmp_path) is None
