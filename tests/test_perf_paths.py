@@ -2,9 +2,10 @@
 
 * int8 decoder weights (``dtype="int8"`` with bf16 compute, ``"float32-int8"`` with fp32; what
   ``auto`` picks on x86 CPUs with AVX2, by whether they have hardware bf16): every layer
-  converted, LoRA kept exact, close to the model it came from, and batch-invariant - a row's summary doesn't depend on what it is batched with, so peft's mixed-
-  adapter batch (original + LoRA in one call) equals separate calls, and the report's batched
-  evaluation equals one dialogue at a time.
+  converted, LoRA kept exact, close to the model it came from, and batch-invariant - a row's
+  summary doesn't depend on what it is batched with, so peft's mixed-adapter batch (original +
+  LoRA in one call) equals separate calls, and the report's batched evaluation equals one
+  dialogue at a time.
 * On a CPU a batch's rows are encoded one at a time at their own length (no padding), each with
   its own adapter, exactly as a batch-1 call encodes them; decoding runs batched.
 * One intra-op thread per CPU generate call unless ``ARENA_THREADS`` says otherwise; by
