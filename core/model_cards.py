@@ -8,7 +8,6 @@ trained elsewhere - still gets a card: parameters are counted from the safetenso
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from core.checkpoints import (
     weights_size_bytes,
 )
 from core.config import MODEL_LABELS, ArenaConfig
+from core.jsonfile import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +214,6 @@ def adapter_base_model(directory: Path) -> str | None:
     ``base_model_name_or_path``), or None where it names none or is unreadable - the model
     loader reports a broken config. Read as JSON: peft (and torch with it) is not imported for
     a page that only describes the adapter."""
-    try:
-        data = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    data = read_json_object(directory / "adapter_config.json", on_error="ignore") or {}
+    base = data.get("base_model_name_or_path")
     return base if isinstance(base, str) and base else None

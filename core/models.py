@@ -27,6 +27,7 @@ from core.config import (
     is_local_path,
     missing_checkpoint_hint,
 )
+from core.jsonfile import read_json_object
 from core.precision import (
     PREQUANTIZED_ATTRIBUTE,
     cpu_has_native_bf16,
@@ -280,11 +281,8 @@ def _int8_layer_paths(location: str) -> list[str]:
     config = AutoConfig.from_pretrained(location)
     with torch.device("meta"):
         skeleton = AutoModelForSeq2SeqLM.from_config(config)
-    try:
-        declared = json.loads((Path(location).expanduser() / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        declared = {}
-    untied = isinstance(declared, dict) and declared.get("tie_word_embeddings") is False
+    declared = read_json_object(Path(location).expanduser() / "config.json", on_error="ignore") or {}
+    untied = declared.get("tie_word_embeddings") is False
     return [p for p in int8_layer_paths(skeleton) if untied or p != "lm_head"]
 
 

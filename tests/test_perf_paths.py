@@ -22,7 +22,9 @@ import dataclasses
 import platform
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -61,23 +63,21 @@ def _config(paths: dict[str, str], dtype: str, env: dict[str, str] | None = None
 
 
 @pytest.fixture(scope="module")
-def int8_set(tiny_checkpoints):
-    return load_model_set(_config(tiny_checkpoints, "int8"))
+def model_sets(tiny_checkpoints) -> Callable[[str], Any]:
+    """The tiny checkpoints loaded at an ``ARENA_DTYPE``, each precision once per module."""
+    loaded: dict[str, Any] = {}
+
+    def at(dtype: str) -> Any:
+        if dtype not in loaded:
+            loaded[dtype] = load_model_set(_config(tiny_checkpoints, dtype))
+        return loaded[dtype]
+
+    return at
 
 
 @pytest.fixture(scope="module")
-def bf16_set(tiny_checkpoints):
-    return load_model_set(_config(tiny_checkpoints, "bfloat16"))
-
-
-@pytest.fixture(scope="module")
-def fp32_int8_set(tiny_checkpoints):
-    return load_model_set(_config(tiny_checkpoints, "float32-int8"))
-
-
-@pytest.fixture(scope="module")
-def fp32_set(tiny_checkpoints):
-    return load_model_set(_config(tiny_checkpoints, "float32"))
+def int8_set(model_sets):
+    return model_sets("int8")
 
 
 @pytest.fixture(scope="module")
@@ -181,11 +181,9 @@ def test_int8_linear_matches_the_dense_layer_it_replaces(dtype) -> None:
     assert (got - expected).abs().max() < 0.02 * expected.abs().max()
 
 
-@pytest.mark.parametrize(
-    ("models", "compute"), [("int8_set", torch.bfloat16), ("fp32_int8_set", torch.float32)]
-)
-def test_every_decoder_layer_is_int8_but_the_encoder_and_lora_stay_dense(models, compute, request) -> None:
-    int8_set = request.getfixturevalue(models)
+@pytest.mark.parametrize(("dtype", "compute"), [("int8", torch.bfloat16), ("float32-int8", torch.float32)])
+def test_every_decoder_layer_is_int8_but_the_encoder_and_lora_stay_dense(dtype, compute, model_sets) -> None:
+    int8_set = model_sets(dtype)
     assert int8_set.errors == {}
     shared = int8_set.models["original"].model
     assert shared is int8_set.models["lora"].model
@@ -218,13 +216,13 @@ def test_quantizing_twice_converts_nothing_more(tiny_checkpoints) -> None:
     assert quantize_decoder(models.models["full"].model) == 0
 
 
-@pytest.mark.parametrize(("models", "reference"), [("int8_set", "bf16_set"), ("fp32_int8_set", "fp32_set")])
-def test_int8_logits_stay_close_to_the_model_they_came_from(models, reference, dialogues, request) -> None:
+@pytest.mark.parametrize(("dtype", "reference"), [("int8", "bfloat16"), ("float32-int8", "float32")])
+def test_int8_logits_stay_close_to_the_model_they_came_from(dtype, reference, dialogues, model_sets) -> None:
     from core.prompt import build_prompt
 
     fast, ref = (
-        request.getfixturevalue(models).models["full"],
-        request.getfixturevalue(reference).models["full"],
+        model_sets(dtype).models["full"],
+        model_sets(reference).models["full"],
     )
     inputs = ref.tokenizer([build_prompt(dialogues[0])], return_tensors="pt")
     start = torch.zeros((1, 1), dtype=torch.long)
@@ -234,9 +232,9 @@ def test_int8_logits_stay_close_to_the_model_they_came_from(models, reference, d
     assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
 
 
-@pytest.mark.parametrize("models", ["int8_set", "fp32_int8_set"])
-def test_mixed_adapter_batch_equals_separate_calls_with_int8_weights(models, dialogues, request) -> None:
-    int8_set = request.getfixturevalue(models)
+@pytest.mark.parametrize("dtype", ["int8", "float32-int8"])
+def test_mixed_adapter_batch_equals_separate_calls_with_int8_weights(dtype, dialogues, model_sets) -> None:
+    int8_set = model_sets(dtype)
     together = {
         rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, SETTINGS)
     }
@@ -342,12 +340,12 @@ def test_concurrent_groups_are_sized_at_the_models_thread_count_not_the_callers(
     assert generation.configured_threads([]) is None
 
 
-@pytest.mark.parametrize("models", ["int8_set", "fp32_int8_set"])
+@pytest.mark.parametrize("dtype", ["int8", "float32-int8"])
 @pytest.mark.parametrize("beams", [1, 3])  # beam search expands the rows' encoder states too
 def test_batched_report_equals_one_dialogue_at_a_time_with_int8_weights(
-    models, dialogues, beams, request
+    dtype, dialogues, beams, model_sets
 ) -> None:
-    int8_set = request.getfixturevalue(models)
+    int8_set = model_sets(dtype)
     settings = dataclasses.replace(SETTINGS, num_beams=beams)
     batched = {
         rows[0].model: [r.text for r in rows] for rows in summarize_many(int8_set, dialogues, settings)

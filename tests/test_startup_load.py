@@ -26,17 +26,22 @@ WAIT_S = 60.0  # far longer than the tiny models need; only a hang would reach i
 
 
 @pytest.fixture(scope="module")
-def config(
+def app_env(
     tiny_checkpoints: dict[str, str], data_dir: str, tmp_path_factory: pytest.TempPathFactory
-) -> ArenaConfig:
+) -> dict[str, str]:
+    """The app's environment for the tiny models (what ``config`` is loaded from)."""
     root = tmp_path_factory.mktemp("startup")
-    env = {
+    return {
         "ARENA_PRESET": "mini", "ARENA_ORIGINAL": tiny_checkpoints["original"], "ARENA_FULL": tiny_checkpoints["full"],
         "ARENA_LORA": tiny_checkpoints["lora"], "ARENA_DATA": data_dir, "ARENA_DEVICE": "cpu",
         "ARENA_MAX_NEW_TOKENS": "8", "ARENA_CHECKPOINTS": str(root / "checkpoints"),
         "ARENA_VOTES_DB": str(root / "unused.sqlite"),
     }  # fmt: skip
-    return load_config(env)
+
+
+@pytest.fixture(scope="module")
+def config(app_env: dict[str, str]) -> ArenaConfig:
+    return load_config(app_env)
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +163,11 @@ print(json.dumps(sorted(m for m in ("torch", "transformers", "peft") if m in sys
 """
 
 
-def test_the_page_is_built_without_importing_the_model_libraries(config: ArenaConfig, tmp_path: Path) -> None:
+def test_the_page_is_built_without_importing_the_model_libraries(
+    app_env: dict[str, str], tmp_path: Path
+) -> None:
     pytest.importorskip("gradio")
-    env = {**os.environ, "ARENA_PRESET": "mini", "ARENA_ORIGINAL": config.models.original,
-           "ARENA_FULL": config.models.full, "ARENA_LORA": config.models.lora, "ARENA_DATA": config.data,
-           "ARENA_DEVICE": "cpu", "ARENA_VOTES_DB": str(tmp_path / "votes.sqlite")}  # fmt: skip
+    env = {**os.environ, **app_env}
     probe = subprocess.run(
         [sys.executable, "-c", PAGE_PROBE, str(tmp_path / "votes.sqlite")],
         capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300, check=False,
