@@ -150,6 +150,7 @@ class Int8WeightLinear(nn.Module):
 def _quantizable(path: str) -> bool:
     if "lora_" in path:  # adapters are small and trained in full precision; keep them exact
         return False
+    path = path.removesuffix(".base_layer")  # the layer a LoRA wrapper holds is named for it
     if path.endswith("lm_head"):
         return True
     in_decoder = ".decoder." in f".{path}"

@@ -48,7 +48,13 @@ from core.models import (
     resolve_dtype,
     use_int8_weights,
 )
-from core.precision import Int8WeightLinear, cpu_has_native_bf16, int8_kernel_available, quantize_decoder
+from core.precision import (
+    DENSE_IN_DECODER,
+    Int8WeightLinear,
+    cpu_has_native_bf16,
+    int8_kernel_available,
+    quantize_decoder,
+)
 from core.prompt import build_prompt
 from core.row_encoding import encode_rows_apart
 from core.summaries import Summary
@@ -204,8 +210,10 @@ def test_every_decoder_layer_is_int8_but_the_encoder_and_lora_stay_dense(dtype, 
         assert int8_layers and any(n.endswith("lm_head") for n in int8_layers)
         assert all(".decoder." in f".{n}" or n.endswith("lm_head") for n in int8_layers)
         assert not any("lora_" in n for n in int8_layers)
+        # the cross-attention projections stay dense, a LoRA-wrapped one too (peft: "<path>.base_layer")
+        assert not any(n.removesuffix(".base_layer").endswith(DENSE_IN_DECODER) for n in int8_layers)
         decoder_dense = [n for n in dense if ".decoder." in f".{n}" and "lora_" not in n]
-        assert all(n.endswith(("EncDecAttention.k", "EncDecAttention.v")) for n in decoder_dense)
+        assert all(n.removesuffix(".base_layer").endswith(DENSE_IN_DECODER) for n in decoder_dense)
         assert any(".encoder." in f".{n}" for n in dense)
     lora_params = [p for n, p in shared.named_parameters() if "lora_" in n]
     assert lora_params and all(p.dtype in (torch.bfloat16, torch.float32) for p in lora_params)
