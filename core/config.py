@@ -13,9 +13,9 @@ Environment variables (all optional):
 ``ARENA_DATA``          DialogSum: hub id or local directory (``validation.jsonl``...)
 ``ARENA_DEVICE``        ``cpu``, ``cuda`` or ``auto`` (default)
 ``ARENA_DTYPE``         ``float32``, ``bfloat16``, ``int8`` (bf16 with int8 decoder weights),
-                        ``float32-int8`` or ``auto`` (default: bf16 on CUDA; int8 decoder weights on
-                        an x86 CPU with AVX2, with bf16 compute where it has hardware bf16, fp32
-                        otherwise; fp32 elsewhere)
+                        ``float32-int8`` (``int8``'s stored weights, fp32 compute) or ``auto``
+                        (default: bf16 on CUDA; int8 decoder weights on an x86 CPU with AVX2, with
+                        bf16 compute where it has hardware bf16, fp32 otherwise; fp32 elsewhere)
 ``ARENA_THREADS``       CPU threads per generate call (default 1: see ``core.models.cpu_threads``)
 ``ARENA_MAX_NEW_TOKENS``  generation length cap (default 200)
 ``ARENA_NUM_BEAMS``     beams for beam search (default: the model's generation_config)

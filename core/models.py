@@ -29,7 +29,9 @@ from core.config import (
 )
 from core.jsonfile import read_json_object
 from core.precision import (
+    PRECAST_ATTRIBUTE,
     PREQUANTIZED_ATTRIBUTE,
+    bf16_layer_paths,
     cpu_has_native_bf16,
     int8_kernel_available,
     int8_layer_paths,
@@ -37,6 +39,7 @@ from core.precision import (
     quantize_decoder,
     read_safetensors,
     release_freed_memory,
+    store_dense_in_bf16,
 )
 
 logger = logging.getLogger(__name__)
@@ -115,8 +118,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The compute dtype; fp16 is refused (T5 overflows in fp16).
 
     ``auto`` is bf16 on CUDA and on CPUs with hardware bf16, else fp32. ``int8`` computes in
-    bf16, ``float32-int8`` in fp32 (their int8 decoder weights are applied by
-    :func:`use_int8_weights`).
+    bf16, ``float32-int8`` in fp32 over the same stored weights: int8 decoder layers
+    (:func:`use_int8_weights`), the other large weights in bf16 (:func:`load_model_set`).
     """
     table = {
         "float32": torch.float32,
@@ -197,6 +200,8 @@ def check_finite(model: Any, location: str, only: str = "") -> None:
     """Refuse weights holding NaN/inf: safetensors has no checksum, so bytes corrupted inside
     the tensor data load without complaint and only show up as empty or garbage output."""
     for name, param in model.named_parameters():
+        if param.numel() > 1 and not any(param.stride()):
+            continue  # a placeholder for a layer kept compact (core.precision): checked as read
         if only in name and not bool(torch.isfinite(param).all()):
             raise ModelLoadError(f"weights at {location} are corrupt: {name} holds NaN or infinite values")
 
@@ -237,13 +242,16 @@ def _from_state_dict(location: str, state: dict[str, Any], dtype: torch.dtype, e
     return model
 
 
-def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype, int8: bool = False) -> Any:
+def load_seq2seq(
+    location: str, device: torch.device, dtype: torch.dtype, int8: bool = False, bf16_storage: bool = False
+) -> Any:
     """Load a seq2seq LM (fp32/bf16) in eval mode; errors name the location and cause.
 
     ``int8``: the caller serves int8 decoder weights and calls :func:`quantize_decoder` on the
     model before it generates; a local safetensors checkpoint then has those layers quantized
     as they are read (the model holds placeholders for them until then), so the dense decoder
-    never sits in memory (python -m bench, P1).
+    never sits in memory (python -m bench, P1). ``bf16_storage``: likewise the dense layers
+    :func:`store_dense_in_bf16` will store in bf16 are cast to bf16 as they are read.
     """
     from transformers import AutoModelForSeq2SeqLM
 
@@ -254,10 +262,14 @@ def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype, int8: 
         # to a slow path (measured: a padded batch of 8 generated 1.15-1.5x faster eager; batch 1 even).
         extra = {"attn_implementation": "eager"} if device.type == "cpu" else {}
         int8_layers: dict[str, Any] | None = {} if int8 else None
+        bf16_layers: dict[str, Any] | None = {} if bf16_storage else None
         state = None
         if is_local_path(location):
-            paths = frozenset(_int8_layer_paths(location)) if int8 else frozenset()
-            state = read_safetensors(Path(location).expanduser(), dtype, int8_layers, paths)
+            int8_paths, bf16_paths = _compact_layer_paths(location) if int8 or bf16_storage else ((), ())
+            state = read_safetensors(
+                Path(location).expanduser(), dtype,
+                int8_layers, frozenset(int8_paths), bf16_layers, frozenset(bf16_paths),
+            )  # fmt: skip
         if state is None:
             model = AutoModelForSeq2SeqLM.from_pretrained(location, dtype=dtype, **extra)
         else:  # already in the serving dtype: no memory-mapped fp32 copy during the load
@@ -268,14 +280,17 @@ def load_seq2seq(location: str, device: torch.device, dtype: torch.dtype, int8: 
     check_finite(model, location)
     if int8_layers:
         setattr(model, PREQUANTIZED_ATTRIBUTE, int8_layers)
+    if bf16_layers:
+        setattr(model, PRECAST_ATTRIBUTE, bf16_layers)
     return model.to(device).eval()
 
 
-def _int8_layer_paths(location: str) -> list[str]:
-    """The layers :func:`quantize_decoder` will convert, from the model's structure alone
-    (built on the meta device: no weights). ``lm_head`` only where config.json unties it from
-    the embeddings (flan-t5): a tied head is the embedding matrix, which the encoder needs dense
-    (transformers 5's ``T5Config`` reports every T5 as tied, so the file is read)."""
+def _compact_layer_paths(location: str) -> tuple[list[str], list[str]]:
+    """The layers :func:`quantize_decoder` and :func:`store_dense_in_bf16` will convert, from
+    the model's structure alone (built on the meta device: no weights). ``lm_head`` only where
+    config.json unties it from the embeddings (flan-t5): a tied head is the embedding matrix,
+    which the encoder needs dense (transformers 5's ``T5Config`` reports every T5 as tied, so
+    the file is read)."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
     config = AutoConfig.from_pretrained(location)
@@ -283,7 +298,7 @@ def _int8_layer_paths(location: str) -> list[str]:
         skeleton = AutoModelForSeq2SeqLM.from_config(config)
     declared = read_json_object(Path(location).expanduser() / "config.json", on_error="ignore") or {}
     untied = declared.get("tie_word_embeddings") is False
-    return [p for p in int8_layer_paths(skeleton) if untied or p != "lm_head"]
+    return [p for p in int8_layer_paths(skeleton) if untied or p != "lm_head"], bf16_layer_paths(skeleton)
 
 
 def check_vocab(tokenizer: Any, model: Any, location: str) -> None:
@@ -482,6 +497,9 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     int8 = use_int8_weights(config.dtype, device)
+    # fp32 compute around int8 layers (a CPU without bf16): the dense weights int8 serves in bf16
+    # are stored in bf16 too, and upcast per product (core.precision; python -m bench, P1).
+    bf16_storage = int8 and dtype == torch.float32
     threads = cpu_threads(config) if device.type == "cpu" else None
     if threads is not None:
         torch.set_num_threads(threads)  # this thread and those started later (see the end)
@@ -502,7 +520,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
     if ("original" in names or "lora" in names or extra) and "original" in dirs:
         try:
             base_tokenizer = load_tokenizer(dirs["original"])
-            base = load_seq2seq(dirs["original"], device, dtype, int8)
+            base = load_seq2seq(dirs["original"], device, dtype, int8, bf16_storage)
             check_vocab(base_tokenizer, base, locations["original"])
         except ModelLoadError as err:
             base = None  # loaded but refused (e.g. by check_vocab): serve neither original nor lora
@@ -529,7 +547,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
                 result.errors["lora"] = str(err)
                 logger.error("LoRA unavailable: %s", err)
                 if _has_lora_layers(base):  # a half-applied adapter must not leak into original
-                    base = load_seq2seq(dirs["original"], device, dtype, int8)
+                    base = load_seq2seq(dirs["original"], device, dtype, int8, bf16_storage)
                 serving = base
         if extra:
             serving, adapters, failed = attach_adapters(
@@ -543,6 +561,8 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
                 )  # fmt: skip
         if int8:  # after every adapter: peft wraps only plain nn.Linear layers
             quantize_decoder(serving)
+        if bf16_storage:
+            store_dense_in_bf16(serving)
         if "original" in names:
             try:
                 result.models["original"] = LoadedModel(
@@ -557,10 +577,12 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
     if "full" in names and "full" in dirs:
         try:
             tokenizer = load_tokenizer(dirs["full"])
-            model = load_seq2seq(dirs["full"], device, dtype, int8)
+            model = load_seq2seq(dirs["full"], device, dtype, int8, bf16_storage)
             check_vocab(tokenizer, model, locations["full"])
             if int8:
                 quantize_decoder(model)
+            if bf16_storage:
+                store_dense_in_bf16(model)
             result.models["full"] = LoadedModel(
                 "full", locations["full"], model, tokenizer,
                 generation_defaults(dirs["full"], model), threading.Lock(),

@@ -11,7 +11,10 @@ encoder states.
 The rest of the model computes in bf16 on CPUs with hardware bf16, in fp32 elsewhere: there an
 int8 layer rounds its input to bf16 for the kernel and hands fp32 back, so the residual stream,
 the norms and attention stay fp32 (on an AVX2 CPU without bf16 the kernel still beats fp32's
-dense product, which streams four times the bytes; ``python -m bench``).
+dense product, which streams four times the bytes; ``python -m bench``). There the other dense
+weights are stored in bf16 too - the values the bf16 model serves - and upcast for each product
+(:class:`Bf16StoredLinear`, :class:`Bf16StoredEmbedding`): half of fp32's memory for a few
+percent of the encoder's time (P1).
 
 Weight-only quantization keeps activations in floating point and treats every row of a batch
 alike, so a row's summary does not depend on what it was batched with (unlike dynamic int8
@@ -29,13 +32,17 @@ import ctypes.util
 import gc
 import json
 import logging
+import math
 import platform
+import struct
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,18 @@ DENSE_IN_DECODER = ("EncDecAttention.k", "EncDecAttention.v")
 
 # The dtype ``_weight_int8pack_mm`` is fast in: its fp32-activation path is ~4x slower on CPU.
 KERNEL_DTYPE = torch.bfloat16
+
+# Where dense weights are stored when the model computes in fp32 around int8 decoder layers.
+STORAGE_DTYPE = torch.bfloat16
+
+# T5's feed-forward rounds its ``wo`` input to ``wo.weight.dtype`` unless that is int8: a bf16
+# stored ``wo`` would round the encoder's activations, so the encoder's ``wo`` stays fp32.
+KEEP_FP32 = ("DenseReluDense.wo",)
+
+# T5's token embedding tables (module names), stored in bf16 alongside the dense layers. They are
+# converted after the load, not as read: transformers ties tables whose values match, which
+# placeholders would fake.
+TOKEN_TABLES = ("shared", "embed_tokens")
 
 
 @lru_cache(maxsize=1)
@@ -102,15 +121,23 @@ def int8_kernel_available() -> bool:
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A 2-D weight as int8 rows and one scale per row (in :data:`KERNEL_DTYPE`)."""
-    quantized = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
-    scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+    return quantize_row_blocks(tuple(weight.shape), lambda start, stop: weight[start:stop], weight.device)
+
+
+def quantize_row_blocks(
+    shape: tuple[int, ...], rows: Callable[[int, int], torch.Tensor], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantize_rows` of a weight of ``shape`` handed over in blocks, ``rows(start, stop)``."""
+    quantized = torch.empty(shape, dtype=torch.int8, device=device)
+    scales = torch.empty(shape[0], dtype=torch.float32, device=device)
     # In row blocks: the whole layer at fp32 (lm_head: ~100 MB, times the temporaries) was
     # the load's peak (P1). Each row's scale and rounding are the same as in one piece.
-    for start in range(0, weight.shape[0], QUANTIZE_ROWS):
-        block = weight[start : start + QUANTIZE_ROWS].float()
+    for start in range(0, shape[0], QUANTIZE_ROWS):
+        stop = min(start + QUANTIZE_ROWS, shape[0])  # a safetensors slice does not clip
+        block = rows(start, stop).float()
         scale = (block.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
-        quantized[start : start + QUANTIZE_ROWS] = torch.round(block / scale[:, None]).clamp(-127, 127)
-        scales[start : start + QUANTIZE_ROWS] = scale
+        quantized[start:stop] = torch.round(block / scale[:, None]).clamp(-127, 127)
+        scales[start:stop] = scale
     return quantized.contiguous(), scales.to(KERNEL_DTYPE)
 
 
@@ -147,6 +174,56 @@ class Int8WeightLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
+class Bf16StoredLinear(nn.Module):
+    """A ``nn.Linear`` whose weight is stored in bf16 and applied in its input's dtype.
+
+    Why: on CPUs without hardware bf16 the model computes in fp32 (bf16 products are emulated
+    there, several times slower), but its weights need not be stored at fp32: upcasting a bf16
+    weight for each product costs a few percent of the encoder's products and halves its memory
+    (python -m bench, P1). ``weight`` keeps the name (a bf16 buffer), as in :class:`Int8WeightLinear`.
+    """
+
+    def __init__(self, linear: nn.Linear, stored: torch.Tensor | None = None) -> None:
+        super().__init__()
+        # ``stored``: this layer's bf16 weight, made as the checkpoint was read (read_safetensors);
+        # ``linear.weight`` is then only a placeholder of the right shape.
+        weight = stored if stored is not None else linear.weight.detach().to(STORAGE_DTYPE)
+        if weight.shape != linear.weight.shape:
+            raise ValueError(f"bf16 weight {tuple(weight.shape)} for a {tuple(linear.weight.shape)} layer")
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bf16 weights"
+
+
+class Bf16StoredEmbedding(nn.Module):
+    """A ``nn.Embedding`` whose table is stored in bf16; the rows looked up come back in ``dtype``.
+
+    The table is a buffer, not a parameter: transformers takes a model's dtype from its first
+    floating parameter (the embedding's), and the model still computes in ``dtype``.
+    """
+
+    def __init__(self, embedding: nn.Embedding, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.num_embeddings = embedding.num_embeddings
+        self.embedding_dim = embedding.embedding_dim
+        self.padding_idx = embedding.padding_idx
+        self.output_dtype = dtype
+        self.register_buffer("weight", embedding.weight.detach().to(STORAGE_DTYPE))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight, self.padding_idx).to(self.output_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, bf16 table"
+
+
 def _quantizable(path: str) -> bool:
     if "lora_" in path:  # adapters are small and trained in full precision; keep them exact
         return False
@@ -164,6 +241,23 @@ def int8_layer_paths(model: Any) -> list[str]:
 
 # Where read_safetensors leaves a layer's int8 form, keyed by module path, until quantize_decoder.
 PREQUANTIZED_ATTRIBUTE = "_arena_int8_layers"
+# Where it leaves a layer's bf16 weight, keyed by module path, until store_dense_in_bf16.
+PRECAST_ATTRIBUTE = "_arena_bf16_layers"
+
+
+def bf16_layer_paths(model: Any) -> list[str]:
+    """Module paths of the dense layers :func:`store_dense_in_bf16` converts: every plain
+    ``nn.Linear`` but the LoRA matrices, the int8 ones and T5's encoder ``wo`` (a meta-device
+    model will do)."""
+    return [
+        p
+        for p, m in model.named_modules()
+        if type(m) is nn.Linear
+        and p
+        and "lora_" not in p
+        and not _quantizable(p)
+        and not p.removesuffix(".base_layer").endswith(KEEP_FP32)
+    ]
 
 
 def quantize_decoder(model: Any) -> int:
@@ -196,11 +290,50 @@ def quantize_decoder(model: Any) -> int:
     return converted
 
 
+def store_dense_in_bf16(model: Any) -> int:
+    """Store the dense layers of :func:`bf16_layer_paths` and the token embedding tables in bf16,
+    in place; the model keeps computing in its dtype (fp32). Call it after
+    :func:`quantize_decoder`. Layers :func:`read_safetensors` cast as it read them take that
+    weight. Returns how many layers were converted (the tables not counted).
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    precast: dict[str, torch.Tensor] = getattr(inner, PRECAST_ATTRIBUTE, {})
+    paths = bf16_layer_paths(model)
+    for path in paths:
+        parent_path, _, child_name = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        dense = getattr(parent, child_name)
+        key = path.removeprefix("base_model.model.").removesuffix(".base_layer")
+        setattr(parent, child_name, Bf16StoredLinear(dense, precast.pop(key, None)))
+        del dense
+        _trim_heap()
+    if precast:  # a layer read in bf16 but not found: its placeholder must never serve
+        raise ValueError(f"bf16 layers read but not in the model: {sorted(precast)[:3]}")
+    head = inner.get_output_embeddings()
+    stored: dict[int, Bf16StoredEmbedding] = {}  # a table under several paths stays one table
+    # Every path, not one per module: T5's shared, encoder and decoder tables are one module
+    # when tied and three when a checkpoint holds them apart.
+    for path, table in list(inner.named_modules(remove_duplicate=False)):
+        if type(table) is not nn.Embedding or not path.endswith(TOKEN_TABLES):
+            continue
+        if head is not None and head.weight is table.weight:
+            continue  # a tied head multiplies by the table: it needs it in the compute dtype
+        if id(table) not in stored:
+            stored[id(table)] = Bf16StoredEmbedding(table, table.weight.dtype)
+        parent_path, _, child_name = path.rpartition(".")
+        setattr(inner.get_submodule(parent_path), child_name, stored[id(table)])
+    _trim_heap()
+    logger.info("bf16 storage for %d dense layers and %d embedding tables", len(paths), len(stored))
+    return len(paths)
+
+
 def read_safetensors(
     directory: Path,
     dtype: torch.dtype,
     int8_layers: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     int8_paths: frozenset[str] = frozenset(),
+    bf16_layers: dict[str, torch.Tensor] | None = None,
+    bf16_paths: frozenset[str] = frozenset(),
 ) -> dict[str, torch.Tensor] | None:
     """A checkpoint's tensors, read one at a time and cast to ``dtype`` as each is read.
 
@@ -215,7 +348,9 @@ def read_safetensors(
     paths, from :func:`int8_layer_paths`) is quantized as it is read - from its value cast to
     ``dtype``, exactly as converting it after the load would - into ``int8_layers[path]``, and
     the state gets a placeholder of its shape that holds no memory: the dense decoder is never
-    in memory at once (P1). A weight holding NaN or infinite values stays dense, for the load's
+    in memory at once (P1). Likewise ``bf16_layers`` gets the weights of the layers in
+    ``bf16_paths`` (from :func:`bf16_layer_paths`) cast to bf16 instead of ``dtype``. A weight
+    holding NaN or infinite values stays as it would be without these, for the load's
     finiteness check to name it.
     """
     from safetensors import safe_open
@@ -229,20 +364,87 @@ def read_safetensors(
         return None
     state: dict[str, torch.Tensor] = {}
     for name in files:
-        with safe_open(str(directory / name), framework="pt", device="cpu", backend="pread") as reader:
+        with (
+            safe_open(str(directory / name), framework="pt", device="cpu", backend="pread") as reader,
+            open(directory / name, "rb") as file,
+        ):
+            layout, data_start = safetensors_layout(file)
             for key in reader.keys():  # noqa: SIM118 - safe_open is not iterable
-                tensor = reader.get_tensor(key)
-                cast = tensor.to(dtype) if tensor.is_floating_point() else tensor
-                del tensor
                 path = key.removesuffix(".weight")
-                if int8_layers is not None and path in int8_paths and bool(torch.isfinite(cast).all()):
-                    int8_layers[path] = quantize_rows(cast)
-                    state[key] = torch.zeros((), dtype=cast.dtype).expand(cast.shape)  # no storage
-                    del cast
+                compact = int8_layers if path in int8_paths else bf16_layers if path in bf16_paths else None
+                if compact is not None and layout[key]["dtype"] in SAFETENSORS_DTYPES:
+                    # In row blocks, straight from the file: the layer is never whole at fp32 (P1).
+                    shape = tuple(layout[key]["shape"])
+                    rows = _finite_rows(file, layout[key], data_start, dtype)
+                    try:
+                        compact[path] = (
+                            quantize_row_blocks(shape, rows)
+                            if compact is int8_layers
+                            else _cast_row_blocks(shape, rows, STORAGE_DTYPE)
+                        )
+                        state[key] = torch.zeros((), dtype=dtype).expand(shape)  # placeholder: no storage
+                    except _NotFinite:  # kept dense, for the load's finiteness check to name it
+                        state[key] = reader.get_tensor(key).to(dtype)
                 else:
-                    state[key] = cast
+                    tensor = reader.get_tensor(key)
+                    state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                    del tensor
                 _trim_heap()  # the fp32 read is freed: its pages go back before the next read
     return state
+
+
+class _NotFinite(Exception):
+    """A weight holds NaN or infinite values."""
+
+
+# safetensors' dtype names, for the tensors read in row blocks (floating weights only).
+SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F64": torch.float64,
+}
+
+
+def safetensors_layout(file: BinaryIO) -> tuple[dict[str, Any], int]:
+    """A safetensors file's header (name -> dtype, shape, data_offsets) and where its data starts.
+
+    The format: an 8-byte little-endian header length, the JSON header, then the tensors' bytes.
+    """
+    (length,) = struct.unpack("<Q", file.read(8))
+    return json.loads(file.read(length)), 8 + length
+
+
+def _finite_rows(
+    file: BinaryIO, entry: dict[str, Any], data_start: int, dtype: torch.dtype
+) -> Callable[[int, int], torch.Tensor]:
+    """Row blocks of one tensor, read from ``file`` as asked for and cast to ``dtype``; raises
+    :class:`_NotFinite` on NaN/inf. (safetensors' own slices read the whole tensor per slice.)"""
+    stored, shape = SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"])
+    row_bytes = math.prod(shape[1:]) * stored.itemsize
+    begin = data_start + entry["data_offsets"][0]
+
+    def rows(start: int, stop: int) -> torch.Tensor:
+        block = torch.empty((stop - start, *shape[1:]), dtype=stored)
+        file.seek(begin + start * row_bytes)
+        if file.readinto(block.view(torch.uint8).numpy()) != block.numel() * stored.itemsize:
+            raise OSError(f"safetensors file ends inside a tensor ({entry})")
+        block = block.to(dtype)
+        if not bool(torch.isfinite(block).all()):
+            raise _NotFinite
+        return block
+
+    return rows
+
+
+def _cast_row_blocks(
+    shape: tuple[int, ...], rows: Callable[[int, int], torch.Tensor], dtype: torch.dtype
+) -> torch.Tensor:
+    cast = torch.empty(shape, dtype=dtype)
+    for start in range(0, shape[0], QUANTIZE_ROWS):
+        stop = min(start + QUANTIZE_ROWS, shape[0])
+        cast[start:stop] = rows(start, stop)
+    return cast
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,13 +25,18 @@ from core import ONEDNN_CACHE_VARIABLES, ONEDNN_SHAPE_CACHE_ENTRIES
 from core.config import PROJECT_ROOT
 from core.models import ModelLoadError, load_seq2seq
 from core.precision import (
+    PRECAST_ATTRIBUTE,
     PREQUANTIZED_ATTRIBUTE,
+    TOKEN_TABLES,
+    Bf16StoredEmbedding,
     Int8WeightLinear,
+    bf16_layer_paths,
     cpu_has_native_bf16,
     int8_kernel_available,
     int8_layer_paths,
     quantize_decoder,
     read_safetensors,
+    store_dense_in_bf16,
 )
 
 CPU = torch.device("cpu")
@@ -117,6 +123,54 @@ def test_quantizing_as_read_equals_quantizing_after_the_load(
 
 
 @pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+@pytest.mark.parametrize("tied", [False, True])
+def test_bf16_storage_as_read_equals_converting_after_the_load(
+    tiny_checkpoints, tied, tmp_path: Path
+) -> None:
+    location = str(tmp_path / "full")
+    shutil.copytree(
+        tiny_checkpoints["full"] if not tied else PROJECT_ROOT / "checkpoints/mini/full", location
+    )
+    config = json.loads((tmp_path / "full/config.json").read_text())
+    config["tie_word_embeddings"] = tied
+    (tmp_path / "full/config.json").write_text(json.dumps(config))
+    as_read = load_seq2seq(location, CPU, torch.float32, int8=True, bf16_storage=True)
+    pending = dict(getattr(as_read, PRECAST_ATTRIBUTE))
+    paths = bf16_layer_paths(as_read)
+    assert set(pending) == set(paths) and paths  # every one cast as it was read
+    for path, weight in pending.items():
+        assert weight.dtype == torch.bfloat16
+        placeholder = as_read.get_submodule(path).weight
+        assert placeholder.untyped_storage().nbytes() <= placeholder.element_size()  # no bytes
+    after = load_seq2seq(location, CPU, torch.float32)
+    for model in (as_read, after):
+        quantize_decoder(model)
+        assert store_dense_in_bf16(model) == len(paths)
+    assert getattr(as_read, PRECAST_ATTRIBUTE) == {}  # handed over, nothing kept twice
+    ours, theirs = as_read.state_dict(), after.state_dict()
+    assert ours.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        assert ours[name].dtype == tensor.dtype and torch.equal(ours[name], tensor), name
+    tables = {
+        n: type(m) for n, m in as_read.named_modules(remove_duplicate=False) if n.endswith(TOKEN_TABLES)
+    }
+    assert set(tables.values()) == {Bf16StoredEmbedding}  # the head is int8: the tables only looked up
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+def test_tables_a_checkpoint_holds_apart_stay_apart_in_bf16(tiny_checkpoints) -> None:
+    # The tiny checkpoints hold shared, encoder and decoder tables with different values.
+    dense = load_seq2seq(tiny_checkpoints["full"], CPU, torch.float32)
+    model = load_seq2seq(tiny_checkpoints["full"], CPU, torch.float32, int8=True, bf16_storage=True)
+    quantize_decoder(model)
+    store_dense_in_bf16(model)
+    for path in ("shared", "encoder.embed_tokens", "decoder.embed_tokens"):
+        expected = dense.get_submodule(path).weight.detach().bfloat16()
+        assert torch.equal(model.get_submodule(path).weight, expected), path
+    assert not torch.equal(model.shared.weight, model.encoder.embed_tokens.weight)  # (apart indeed)
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
 def test_quantizing_as_read_keeps_lora_layers_and_a_peft_models_paths(tiny_checkpoints) -> None:
     from core.models import attach_lora
 
@@ -131,19 +185,26 @@ def test_quantizing_as_read_keeps_lora_layers_and_a_peft_models_paths(tiny_check
 
 
 @pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
-def test_a_corrupt_decoder_weight_is_still_named_when_quantizing_as_read(
-    tiny_checkpoints, tmp_path: Path
+@pytest.mark.parametrize(
+    "name",
+    [
+        "decoder.block.0.layer.1.EncDecAttention.q.weight",  # int8
+        "decoder.block.0.layer.1.EncDecAttention.k.weight",  # bf16
+        "encoder.block.1.layer.0.SelfAttention.o.weight",  # bf16
+    ],
+)
+def test_a_corrupt_weight_is_still_named_when_compacted_as_read(
+    tiny_checkpoints, name, tmp_path: Path
 ) -> None:
     from safetensors.torch import load_file, save_file
 
     copy = tmp_path / "full"
     shutil.copytree(tiny_checkpoints["full"], copy)
     state = load_file(str(copy / "model.safetensors"))
-    name = "decoder.block.0.layer.1.EncDecAttention.q.weight"
-    state[name][0, 0] = float("nan")
+    state[name][-1, 0] = float("nan")  # in the last row block
     save_file(state, str(copy / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ModelLoadError, match=r"EncDecAttention\.q\.weight holds NaN"):
-        load_seq2seq(str(copy), CPU, torch.float32, int8=True)
+    with pytest.raises(ModelLoadError, match=rf"{re.escape(name)} holds NaN"):
+        load_seq2seq(str(copy), CPU, torch.float32, int8=True, bf16_storage=True)
 
 
 @pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
@@ -153,6 +214,44 @@ def test_an_int8_layer_read_but_missing_from_the_model_is_refused(tiny_checkpoin
     pending["decoder.block.9.layer.0.SelfAttention.q"] = next(iter(pending.values()))
     with pytest.raises(ValueError, match="not in the model"):
         quantize_decoder(model)
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+def test_a_bf16_layer_read_but_missing_from_the_model_is_refused(tiny_checkpoints) -> None:
+    model = load_seq2seq(tiny_checkpoints["full"], CPU, torch.float32, int8=True, bf16_storage=True)
+    quantize_decoder(model)
+    pending = getattr(model, PRECAST_ATTRIBUTE)
+    pending["encoder.block.9.layer.0.SelfAttention.q"] = next(iter(pending.values()))
+    with pytest.raises(ValueError, match="not in the model"):
+        store_dense_in_bf16(model)
+
+
+@pytest.mark.parametrize("stored", [torch.float32, torch.bfloat16])
+def test_row_blocks_read_from_the_file_equal_safetensors_own_read(stored, tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from core.precision import QUANTIZE_ROWS, _finite_rows, safetensors_layout
+
+    torch.manual_seed(0)
+    tensors = {
+        "a": torch.randn(7, 3).to(stored),
+        "b": torch.randn(QUANTIZE_ROWS + 5, 4).to(stored),  # a last block shorter than the rest
+        "c": torch.arange(6, dtype=torch.int64),
+    }
+    save_file(tensors, str(tmp_path / "m.safetensors"), metadata={"format": "pt"})
+    with (
+        open(tmp_path / "m.safetensors", "rb") as file,
+        safe_open(str(tmp_path / "m.safetensors"), "pt") as reader,
+    ):
+        layout, start = safetensors_layout(file)
+        for key in ("a", "b"):
+            assert layout[key]["shape"] == list(tensors[key].shape)
+            rows = _finite_rows(file, layout[key], start, torch.float32)
+            whole = reader.get_tensor(key).float()
+            stop = whole.shape[0]
+            assert torch.equal(torch.cat([rows(0, 4), rows(4, stop)]), whole)
+            assert torch.equal(rows(stop - 1, stop), whole[-1:])
 
 
 def test_int8_row_blocks_equal_converting_the_layer_in_one_piece() -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from core import precision
-from core.config import GenerationSettings, load_config
+from core.config import PROJECT_ROOT, GenerationSettings, load_config
 from core.generation import (
     concurrent_workers,
     fit_dialogue,
@@ -45,11 +45,14 @@ from core.models import (
     ModelLoadError,
     cpu_threads,
     load_model_set,
+    load_seq2seq,
     resolve_dtype,
     use_int8_weights,
 )
 from core.precision import (
     DENSE_IN_DECODER,
+    Bf16StoredEmbedding,
+    Bf16StoredLinear,
     Int8WeightLinear,
     cpu_has_native_bf16,
     int8_kernel_available,
@@ -172,6 +175,43 @@ def test_every_generate_call_runs_at_the_configured_thread_count(int8_set, dialo
     assert seen == [DEFAULT_CPU_THREADS, DEFAULT_CPU_THREADS]
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_bf16_stored_linear_applies_the_rounded_weight_in_the_inputs_dtype(bias) -> None:
+    torch.manual_seed(0)
+    dense = nn.Linear(64, 48, bias=bias)
+    stored = Bf16StoredLinear(dense)
+    assert stored.weight.dtype == torch.bfloat16 and stored.weight.shape == (48, 64)
+    assert not list(stored.parameters())  # buffers: a model's dtype comes from its parameters
+    x = torch.randn(3, 5, 64)
+    rounded = nn.functional.linear(x, dense.weight.detach().bfloat16().float(), dense.bias)
+    got = stored(x)
+    assert got.dtype == torch.float32  # fp32 arithmetic: only the stored weight was rounded
+    assert torch.equal(got, rounded)
+    assert not torch.equal(got, dense(x))  # (the rounding is real)
+
+
+def test_bf16_stored_embedding_looks_up_rounded_rows_in_the_models_dtype() -> None:
+    torch.manual_seed(0)
+    table = nn.Embedding(50, 16, padding_idx=0)
+    stored = Bf16StoredEmbedding(table, torch.float32)
+    assert (stored.num_embeddings, stored.embedding_dim, stored.padding_idx) == (50, 16, 0)
+    assert stored.weight.dtype == torch.bfloat16 and not list(stored.parameters())
+    ids = torch.tensor([[3, 7, 0, 49]])
+    got = stored(ids)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, table.weight.detach().bfloat16().float()[ids])
+
+
+def test_a_tied_embedding_stays_dense_where_the_head_multiplies_by_it() -> None:
+    from core.precision import store_dense_in_bf16
+
+    model = load_seq2seq(str(PROJECT_ROOT / "checkpoints/mini/full"), torch.device("cpu"), torch.float32)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # the mini: tied
+    assert store_dense_in_bf16(model) > 0
+    assert type(model.get_input_embeddings()) is nn.Embedding
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_int8_linear_matches_the_dense_layer_it_replaces(dtype) -> None:
     torch.manual_seed(0)
@@ -200,13 +240,21 @@ def test_every_decoder_layer_is_int8_but_the_encoder_and_lora_stay_dense(dtype, 
         } <= {compute}
         assert {d for n, d in floating.items() if n.endswith(".scales")} == {torch.bfloat16}  # the kernel's
         dense_weights = {
-            d for n, d in floating.items() if n.endswith(".weight") and "lora_" not in n and d != torch.int8
+            n: d
+            for n, d in floating.items()
+            if n.endswith(".weight") and "lora_" not in n and d != torch.int8
         }
-        assert dense_weights == {compute}
+        # What int8 serves in bf16 is stored in bf16 at fp32 compute too, but T5's encoder wo
+        # (whose input T5 would round to its weight's dtype), the norms and the position bias.
+        kept = ("DenseReluDense.wo.weight", "layer_norm.weight", "attention_bias.weight")
+        stored_apart = {n for n in dense_weights if n.endswith(kept)}
+        assert {d for n, d in dense_weights.items() if n not in stored_apart} == {torch.bfloat16}
+        assert {dense_weights[n] for n in stored_apart} == {compute}
+        assert model.dtype == compute  # transformers reads it from the first floating parameter
     for model in (shared, int8_set.models["full"].model):
         kinds = {name: type(module) for name, module in model.named_modules()}
         int8_layers = [n for n, k in kinds.items() if k is Int8WeightLinear]
-        dense = [n for n, k in kinds.items() if k is nn.Linear]
+        dense = [n for n, k in kinds.items() if k in (nn.Linear, Bf16StoredLinear)]
         assert int8_layers and any(n.endswith("lm_head") for n in int8_layers)
         assert all(".decoder." in f".{n}" or n.endswith("lm_head") for n in int8_layers)
         assert not any("lora_" in n for n in int8_layers)

@@ -366,7 +366,8 @@ class EvaluateOptions:
     device: str | None = _flag(None, "cpu, cuda or auto (default: auto)")
     dtype: str | None = _flag(
         None,
-        "float32, bfloat16, int8 (bf16 with int8 decoder weights), float32-int8 or auto (default: "
+        "float32, bfloat16, int8 (bf16 with int8 decoder weights), float32-int8 (int8's stored "
+        "weights, fp32 compute) or auto (default: "
         "auto: bf16 on CUDA; int8 decoder weights on an x86 CPU with AVX2, computing in bf16 where "
         "it has hardware bf16, else in fp32; fp32 elsewhere)",
     )
