@@ -260,6 +260,25 @@ def bf16_layer_paths(model: Any) -> list[str]:
     ]
 
 
+def _replace_layers(
+    model: Any, paths: list[str], read: dict[str, Any], make: Callable[[nn.Linear, Any], nn.Module], kind: str
+) -> None:
+    """Swap each layer at ``paths`` for ``make(layer, its form read from the file or None)``."""
+    # Paths, not modules: holding the replaced layers (as a list of modules would) keeps every
+    # dense weight alive until the end, so the load peaked at dense + compact (P1).
+    for path in paths:
+        parent_path, _, child_name = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        dense = getattr(parent, child_name)
+        # peft names a wrapped layer "base_model.model.<path>.base_layer"; the checkpoint "<path>".
+        key = path.removeprefix("base_model.model.").removesuffix(".base_layer")
+        setattr(parent, child_name, make(dense, read.pop(key, None)))
+        del dense  # the dense weight is freed here, and its pages handed back at once
+        _trim_heap()
+    if read:  # a layer read compact but not found: its placeholder must never serve
+        raise ValueError(f"{kind} layers read but not in the model: {sorted(read)[:3]}")
+
+
 def quantize_decoder(model: Any) -> int:
     """Swap the decoder's and ``lm_head``'s ``nn.Linear`` layers for int8-weight ones, in place.
 
@@ -271,20 +290,8 @@ def quantize_decoder(model: Any) -> int:
     """
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     prequantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = getattr(inner, PREQUANTIZED_ATTRIBUTE, {})
-    # Paths, not modules: holding the replaced layers (as a list of modules would) keeps every
-    # dense decoder weight alive until the end, so the load peaked at dense + int8 (P1).
     paths = int8_layer_paths(model)
-    for path in paths:
-        parent_path, _, child_name = path.rpartition(".")
-        parent = model.get_submodule(parent_path)
-        dense = getattr(parent, child_name)
-        # peft names a wrapped layer "base_model.model.<path>.base_layer"; the checkpoint "<path>".
-        key = path.removeprefix("base_model.model.").removesuffix(".base_layer")
-        setattr(parent, child_name, Int8WeightLinear(dense, prequantized.pop(key, None)))
-        del dense  # the dense weight is freed here, and its pages handed back at once
-        _trim_heap()
-    if prequantized:  # a layer read as int8 but not found: its placeholder must never serve
-        raise ValueError(f"int8 layers read but not in the model: {sorted(prequantized)[:3]}")
+    _replace_layers(model, paths, prequantized, Int8WeightLinear, "int8")
     converted = len(paths)
     logger.info("int8 weights in %d decoder layers", converted)
     return converted
@@ -299,16 +306,7 @@ def store_dense_in_bf16(model: Any) -> int:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     precast: dict[str, torch.Tensor] = getattr(inner, PRECAST_ATTRIBUTE, {})
     paths = bf16_layer_paths(model)
-    for path in paths:
-        parent_path, _, child_name = path.rpartition(".")
-        parent = model.get_submodule(parent_path)
-        dense = getattr(parent, child_name)
-        key = path.removeprefix("base_model.model.").removesuffix(".base_layer")
-        setattr(parent, child_name, Bf16StoredLinear(dense, precast.pop(key, None)))
-        del dense
-        _trim_heap()
-    if precast:  # a layer read in bf16 but not found: its placeholder must never serve
-        raise ValueError(f"bf16 layers read but not in the model: {sorted(precast)[:3]}")
+    _replace_layers(model, paths, precast, Bf16StoredLinear, "bf16")
     head = inner.get_output_embeddings()
     stored: dict[int, Bf16StoredEmbedding] = {}  # a table under several paths stays one table
     # Every path, not one per module: T5's shared, encoder and decoder tables are one module
