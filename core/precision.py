@@ -58,6 +58,14 @@ KERNEL_DTYPE = torch.bfloat16
 # Where dense weights are stored when the model computes in fp32 around int8 decoder layers.
 STORAGE_DTYPE = torch.bfloat16
 
+# safetensors' dtype names, for the tensors read in row blocks (floating weights only).
+SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F64": torch.float64,
+}
+
 # T5's feed-forward rounds its ``wo`` input to ``wo.weight.dtype`` unless that is int8: a bf16
 # stored ``wo`` would round the encoder's activations, so the encoder's ``wo`` stays fp32.
 KEEP_FP32 = ("DenseReluDense.wo",)
@@ -393,15 +401,6 @@ def read_safetensors(
 
 class _NotFinite(Exception):
     """A weight holds NaN or infinite values."""
-
-
-# safetensors' dtype names, for the tensors read in row blocks (floating weights only).
-SAFETENSORS_DTYPES = {
-    "F32": torch.float32,
-    "BF16": torch.bfloat16,
-    "F16": torch.float16,
-    "F64": torch.float64,
-}
 
 
 def safetensors_layout(file: BinaryIO) -> tuple[dict[str, Any], int]:
