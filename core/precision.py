@@ -232,10 +232,16 @@ class Bf16StoredEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, bf16 table"
 
 
+def checkpoint_path(path: str) -> str:
+    """The checkpoint's name for a module path: peft names a layer it wraps
+    ``base_model.model.<path>.base_layer``."""
+    return path.removeprefix("base_model.model.").removesuffix(".base_layer")
+
+
 def _quantizable(path: str) -> bool:
     if "lora_" in path:  # adapters are small and trained in full precision; keep them exact
         return False
-    path = path.removesuffix(".base_layer")  # the layer a LoRA wrapper holds is named for it
+    path = checkpoint_path(path)
     if path.endswith("lm_head"):
         return True
     in_decoder = ".decoder." in f".{path}"
@@ -264,7 +270,7 @@ def bf16_layer_paths(model: Any) -> list[str]:
         and p
         and "lora_" not in p
         and not _quantizable(p)
-        and not p.removesuffix(".base_layer").endswith(KEEP_FP32)
+        and not checkpoint_path(p).endswith(KEEP_FP32)
     ]
 
 
@@ -278,9 +284,7 @@ def _replace_layers(
         parent_path, _, child_name = path.rpartition(".")
         parent = model.get_submodule(parent_path)
         dense = getattr(parent, child_name)
-        # peft names a wrapped layer "base_model.model.<path>.base_layer"; the checkpoint "<path>".
-        key = path.removeprefix("base_model.model.").removesuffix(".base_layer")
-        setattr(parent, child_name, make(dense, read.pop(key, None)))
+        setattr(parent, child_name, make(dense, read.pop(checkpoint_path(path), None)))
         del dense  # the dense weight is freed here, and its pages handed back at once
         _trim_heap()
     if read:  # a layer read compact but not found: its placeholder must never serve

@@ -87,19 +87,26 @@ def _int8_layers(model) -> dict[str, Int8WeightLinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, Int8WeightLinear)}
 
 
+def _full_checkpoint(tiny_checkpoints: dict[str, str], tied: bool, tmp_path: Path) -> str:
+    """A copy of a full checkpoint whose config.json declares ``tied``: untied (as flan-t5 is),
+    the tiny one, whose lm_head has its own values; tied, the mini's, as it ships."""
+    location = tmp_path / "full"
+    shutil.copytree(
+        tiny_checkpoints["full"] if not tied else PROJECT_ROOT / "checkpoints/mini/full", location
+    )
+    config = json.loads((location / "config.json").read_text())
+    config["tie_word_embeddings"] = tied
+    (location / "config.json").write_text(json.dumps(config))
+    return str(location)
+
+
 @pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("tied", [False, True])  # flan-t5 and the bench: untied; the mini: tied
 def test_quantizing_as_read_equals_quantizing_after_the_load(
     tiny_checkpoints, dtype, tied, tmp_path: Path
 ) -> None:
-    location = str(tmp_path / "full")
-    shutil.copytree(
-        tiny_checkpoints["full"] if not tied else PROJECT_ROOT / "checkpoints/mini/full", location
-    )
-    config = json.loads((tmp_path / "full/config.json").read_text())
-    config["tie_word_embeddings"] = tied  # the test model's lm_head has its own values
-    (tmp_path / "full/config.json").write_text(json.dumps(config))
+    location = _full_checkpoint(tiny_checkpoints, tied, tmp_path)
     as_read = load_seq2seq(location, CPU, dtype, int8=True)
     pending = dict(getattr(as_read, PREQUANTIZED_ATTRIBUTE))
     paths = int8_layer_paths(as_read)
@@ -127,13 +134,7 @@ def test_quantizing_as_read_equals_quantizing_after_the_load(
 def test_bf16_storage_as_read_equals_converting_after_the_load(
     tiny_checkpoints, tied, tmp_path: Path
 ) -> None:
-    location = str(tmp_path / "full")
-    shutil.copytree(
-        tiny_checkpoints["full"] if not tied else PROJECT_ROOT / "checkpoints/mini/full", location
-    )
-    config = json.loads((tmp_path / "full/config.json").read_text())
-    config["tie_word_embeddings"] = tied
-    (tmp_path / "full/config.json").write_text(json.dumps(config))
+    location = _full_checkpoint(tiny_checkpoints, tied, tmp_path)
     as_read = load_seq2seq(location, CPU, torch.float32, int8=True, bf16_storage=True)
     pending = dict(getattr(as_read, PRECAST_ATTRIBUTE))
     paths = bf16_layer_paths(as_read)
