@@ -320,18 +320,18 @@ def store_dense_in_bf16(model: Any) -> int:
     paths = bf16_layer_paths(model)
     _replace_layers(model, paths, precast, Bf16StoredLinear, "bf16")
     head = inner.get_output_embeddings()
-    stored: dict[int, Bf16StoredEmbedding] = {}  # a table under several paths stays one table
-    # Every path, not one per module: T5's shared, encoder and decoder tables are one module
-    # when tied and three when a checkpoint holds them apart.
+    stored: dict[int, Bf16StoredEmbedding] = {}  # one per weight: a tied table stays one table
+    # Every path, keyed by weight rather than module: transformers ties T5's shared, encoder and
+    # decoder tables as three modules sharing one weight, and a checkpoint may hold them apart.
     for path, table in list(inner.named_modules(remove_duplicate=False)):
         if type(table) is not nn.Embedding or not path.endswith(TOKEN_TABLES):
             continue
         if head is not None and head.weight is table.weight:
             continue  # a tied head multiplies by the table: it needs it in the compute dtype
-        if id(table) not in stored:
-            stored[id(table)] = Bf16StoredEmbedding(table, table.weight.dtype)
+        if id(table.weight) not in stored:
+            stored[id(table.weight)] = Bf16StoredEmbedding(table, table.weight.dtype)
         parent_path, _, child_name = path.rpartition(".")
-        setattr(inner.get_submodule(parent_path), child_name, stored[id(table)])
+        setattr(inner.get_submodule(parent_path), child_name, stored[id(table.weight)])
     _trim_heap()
     logger.info("bf16 storage for %d dense layers and %d embedding tables", len(paths), len(stored))
     return len(paths)

@@ -172,6 +172,31 @@ def test_tables_a_checkpoint_holds_apart_stay_apart_in_bf16(tiny_checkpoints) ->
 
 
 @pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
+def test_one_table_in_the_checkpoint_stays_one_table_in_bf16(tiny_checkpoints, tmp_path: Path) -> None:
+    # As flan-t5 and the bench's checkpoints are saved: shared.weight only, which transformers
+    # ties to the encoder's and decoder's tables (three modules, one weight).
+    from safetensors.torch import load_file, save_file
+
+    location = tmp_path / "full"
+    shutil.copytree(tiny_checkpoints["full"], location)
+    tensors = load_file(location / "model.safetensors")
+    save_file(
+        {k: v for k, v in tensors.items() if not k.endswith("embed_tokens.weight")},
+        location / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    dense = load_seq2seq(str(location), CPU, torch.float32)
+    assert dense.encoder.embed_tokens.weight is dense.shared.weight  # tied by transformers
+    model = load_seq2seq(str(location), CPU, torch.float32, int8=True, bf16_storage=True)
+    quantize_decoder(model)
+    store_dense_in_bf16(model)
+    tables = [model.get_submodule(p) for p in ("shared", "encoder.embed_tokens", "decoder.embed_tokens")]
+    assert all(type(t) is Bf16StoredEmbedding for t in tables)
+    assert len({t.weight.untyped_storage().data_ptr() for t in tables}) == 1  # stored once, not thrice
+    assert torch.equal(tables[0].weight, tensors["shared.weight"].bfloat16())
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
 def test_quantizing_as_read_keeps_lora_layers_and_a_peft_models_paths(tiny_checkpoints) -> None:
     from core.models import attach_lora
 
