@@ -23,7 +23,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from core import ONEDNN_CACHE_VARIABLES, ONEDNN_SHAPE_CACHE_ENTRIES
 from core.config import PROJECT_ROOT
-from core.models import ModelLoadError, load_seq2seq
+from core.models import ModelLoadError, all_finite, load_seq2seq
 from core.precision import (
     PRECAST_ATTRIBUTE,
     PREQUANTIZED_ATTRIBUTE,
@@ -231,6 +231,21 @@ def test_a_corrupt_weight_is_still_named_when_compacted_as_read(
     save_file(state, str(copy / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ModelLoadError, match=rf"{re.escape(name)} holds NaN"):
         load_seq2seq(str(copy), CPU, torch.float32, int8=True, bf16_storage=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_tells_overflowing_sums_from_nan_and_inf(dtype) -> None:
+    big = torch.finfo(dtype).max
+    finite = torch.full((3, 1 << 20), big, dtype=dtype)  # its sum overflows: checked block by block
+    assert all_finite(finite) and all_finite(torch.zeros(4, 4, dtype=dtype))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for where in ((0, 0), (2, (1 << 20) - 1)):  # the first and the last block
+            tensor = finite.clone()
+            tensor[where] = bad
+            assert not all_finite(tensor), (bad, where)
+    opposite = torch.tensor([float("inf"), -float("inf")], dtype=dtype)  # a NaN sum
+    assert not all_finite(opposite)
+    assert not all_finite(torch.tensor([1.0, float("nan")], dtype=dtype))  # small: the sum says it
 
 
 @pytest.mark.skipif(not int8_kernel_available(), reason="no int8 weight kernel in this torch")
