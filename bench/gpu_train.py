@@ -40,8 +40,6 @@ import gc
 import importlib.util
 import json
 import logging
-import re
-import resource
 import statistics
 import sys
 import tempfile
@@ -53,6 +51,7 @@ from typing import Any, Literal
 import torch
 from transformers import HfArgumentParser, TrainerCallback
 
+from bench.rss import peak_rss_bytes, reset_peak_rss
 from core.config import default_data_source
 from train.common import METHODS, TrainOptions, train
 
@@ -167,26 +166,6 @@ class SyncedStepTimer(TrainerCallback):
     def durations(self) -> list[float]:
         """One duration per finished optimizer step, in order."""
         return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (Linux ``VmHWM``) to its current RSS; False where unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_rss_bytes() -> int:
-    """Peak RSS since the last :func:`reset_peak_rss` (``VmHWM``), else since the process started."""
-    try:
-        match = re.search(r"VmHWM:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-    except OSError:
-        match = None
-    if match:
-        return int(match.group(1)) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def missing_modules(names: tuple[str, ...] = REQUIRED_MODULES) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from bench.fixtures import FORCED_SETTINGS, INPUT_TOKENS, OUTPUT_TOKENS, BenchCheckpoints, long_dialogue
+from bench.rss import current_rss_bytes
 
 logger = logging.getLogger("bench.worker")
 
@@ -74,12 +75,6 @@ def _one_model(model_set: Any, dialogue: str, name: str = "full") -> Callable[[]
         return rows
 
     return run
-
-
-def current_rss_bytes() -> int:
-    """This process's resident set size now (``/proc/self/statm``, Linux)."""
-    pages = int(Path("/proc/self/statm").read_text(encoding="utf-8").split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def checkpoint_fp32_bytes(directory: Path) -> int:
