@@ -1,6 +1,6 @@
 """Run one measurement in a fresh Python process and read its JSON result.
 
-Peak memory (ru_maxrss) and start-up costs are only meaningful per process, so every bench
+Peak memory (``VmHWM``) and start-up costs are only meaningful per process, so every bench
 figure runs in its own; the child prints its result as the last JSON line on stdout, and its
 stderr is appended to the run's log.
 """

@@ -24,7 +24,11 @@ def reset_peak_rss() -> bool:
 
 
 def peak_rss_bytes() -> int:
-    """Peak RSS since the last :func:`reset_peak_rss` (``VmHWM``), else since the process started."""
+    """Peak RSS since the last :func:`reset_peak_rss` (``VmHWM``), else since the process started.
+
+    Not ``ru_maxrss`` where ``VmHWM`` is readable: Linux carries a parent's RSS at the fork into a
+    child's ``ru_maxrss`` across the exec, so a worker started by a bench that had just built its
+    checkpoints in memory read the builder's 1.57 GiB as its own peak (P1)."""
     try:
         match = re.search(r"VmHWM:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
     except OSError:

@@ -1,6 +1,6 @@
 """One benchmark measurement in its own process: ``python -m bench.worker TASK SPEC_JSON``.
 
-Each task prints its result as one JSON line on stdout (last line). Peak memory (ru_maxrss)
+Each task prints its result as one JSON line on stdout (last line). Peak memory (``VmHWM``)
 is only meaningful in a fresh process, which is why every task runs in one.
 """
 
@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -23,14 +22,9 @@ from typing import Any
 import torch
 
 from bench.fixtures import FORCED_SETTINGS, INPUT_TOKENS, OUTPUT_TOKENS, BenchCheckpoints, long_dialogue
-from bench.rss import current_rss_bytes
+from bench.rss import current_rss_bytes, peak_rss_bytes
 
 logger = logging.getLogger("bench.worker")
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _checkpoints(spec: dict[str, Any]) -> BenchCheckpoints:
