@@ -201,9 +201,10 @@ def all_finite(tensor: torch.Tensor) -> bool:
     (``isfinite`` allocates a copy and two masks: 160 MB for flan-t5's fp32 embedding table, the
     load's peak). A finite sum proves it, since any NaN or infinity makes the sum NaN or
     infinite; a sum that overflowed is checked element by element, a block at a time."""
+    tensor = tensor.detach()
     if bool(torch.isfinite(tensor.sum())):
         return True
-    return all(bool(torch.isfinite(block).all()) for block in tensor.detach().reshape(-1).split(1 << 20))
+    return all(bool(torch.isfinite(block).all()) for block in tensor.reshape(-1).split(1 << 20))
 
 
 def check_finite(model: Any, location: str, only: str = "") -> None:
