@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from rouge_score import rouge_scorer, tokenize
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 ROUGE_TYPES: tuple[str, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 MULTI_REFERENCE_RULE = "best F-measure per metric over the references (rouge_score.score_multi)"
@@ -29,8 +31,12 @@ _WORD = re.compile(r"\S+")
 
 
 @lru_cache(maxsize=2)  # cache: a scorer is stateless and cheap to share
-def _scorer(use_stemmer: bool) -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+def _scorer(use_stemmer: bool) -> RougeScorer:
+    # Imported here, not with the module: rouge_score imports nltk (~0.4 s), and the app's first
+    # page, which imports this module for its names, scores nothing (python -m bench, P6).
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
 
 
 def rouge(
@@ -55,6 +61,8 @@ def overlap_spans(summary: str, references: Sequence[str] | str) -> list[tuple[s
     scores) occurs in any reference; whitespace is kept so the spans join back to the text.
     Returns ``(text, "overlap" | None)`` pairs with neighbours of the same label merged.
     """
+    from rouge_score import tokenize  # lazy, as in _scorer
+
     refs = [references] if isinstance(references, str) else list(references)
     vocabulary = {tok for ref in refs for tok in tokenize.tokenize(ref, None)}
     spans: list[tuple[str, str | None]] = []

@@ -149,6 +149,7 @@ def test_the_page_shows_loading_then_the_real_status(
 # Importing the app and building its page (a load still running) in a fresh interpreter: which
 # of the model libraries that pulled in. They take ~2.5 s to import on a slow 2-core host, which
 # the first page would otherwise wait for (python -m bench, P6); the model load imports them.
+# Likewise ROUGE's scorer (rouge_score and nltk, ~0.4 s): the first page scores nothing.
 PAGE_PROBE = """
 import json, sys, threading
 import app
@@ -159,7 +160,7 @@ from core.votes import VoteStore
 gate = threading.Event()
 service = ArenaService(load_config(), ModelLoad(gate.wait), votes=VoteStore(sys.argv[1]))
 app.build_demo(service)
-print(json.dumps(sorted(m for m in ("torch", "transformers", "peft") if m in sys.modules)))
+print(json.dumps(sorted(m for m in ("torch", "transformers", "peft", "rouge_score", "nltk") if m in sys.modules)))
 """
 
 
