@@ -31,6 +31,7 @@ from core.jsonfile import read_json_object
 from core.precision import (
     PRECAST_ATTRIBUTE,
     PREQUANTIZED_ATTRIBUTE,
+    all_finite,
     bf16_layer_paths,
     cpu_has_native_bf16,
     int8_kernel_available,
@@ -194,17 +195,6 @@ def _describe(err: BaseException) -> str:
 TOKENIZER_FILES = (
     "tokenizer.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt",
 )  # fmt: skip
-
-
-def all_finite(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` holds no NaN or infinite value, without a temporary of its size
-    (``isfinite`` allocates a copy and two masks: 160 MB for flan-t5's fp32 embedding table, the
-    load's peak). A finite sum proves it, since any NaN or infinity makes the sum NaN or
-    infinite; a sum that overflowed is checked element by element, a block at a time."""
-    tensor = tensor.detach()
-    if bool(torch.isfinite(tensor.sum())):
-        return True
-    return all(bool(torch.isfinite(block).all()) for block in tensor.reshape(-1).split(1 << 20))
 
 
 def check_finite(model: Any, location: str, only: str = "") -> None:
@@ -499,6 +489,15 @@ def fetch_locations(
     return dirs, errors
 
 
+def compact_weights(model: Any, int8: bool, bf16_storage: bool) -> None:
+    """Swap in the layers :func:`load_seq2seq` read compact (``int8``, ``bf16_storage``), in the
+    order they need: the int8 decoder layers first, then the dense ones stored in bf16."""
+    if int8:
+        quantize_decoder(model)
+    if bf16_storage:
+        store_dense_in_bf16(model)
+
+
 def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) -> ModelSet:
     """Load the preset's models (``names``; default: all of ``config.model_names``, the extra
     adapters of ``ARENA_ADAPTERS`` included); each failure is recorded in ``errors``, not raised."""
@@ -570,10 +569,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
                     name, dict(extra)[name], serving, base_tokenizer, defaults, shared_lock,
                     adapter_name=name, warning=adapter_warning,
                 )  # fmt: skip
-        if int8:  # after every adapter: peft wraps only plain nn.Linear layers
-            quantize_decoder(serving)
-        if bf16_storage:
-            store_dense_in_bf16(serving)
+        compact_weights(serving, int8, bf16_storage)  # after every adapter: peft wraps only nn.Linear
         if "original" in names:
             try:
                 result.models["original"] = LoadedModel(
@@ -590,10 +586,7 @@ def load_model_set(config: ArenaConfig, names: tuple[str, ...] | None = None) ->
             tokenizer = load_tokenizer(dirs["full"])
             model = load_seq2seq(dirs["full"], device, dtype, int8, bf16_storage)
             check_vocab(tokenizer, model, locations["full"])
-            if int8:
-                quantize_decoder(model)
-            if bf16_storage:
-                store_dense_in_bf16(model)
+            compact_weights(model, int8, bf16_storage)
             result.models["full"] = LoadedModel(
                 "full", locations["full"], model, tokenizer,
                 generation_defaults(dirs["full"], model), threading.Lock(),

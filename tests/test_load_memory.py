@@ -23,13 +23,14 @@ from transformers import AutoModelForSeq2SeqLM
 
 from core import ONEDNN_CACHE_VARIABLES, ONEDNN_SHAPE_CACHE_ENTRIES
 from core.config import PROJECT_ROOT
-from core.models import ModelLoadError, all_finite, load_seq2seq
+from core.models import ModelLoadError, load_seq2seq
 from core.precision import (
     PRECAST_ATTRIBUTE,
     PREQUANTIZED_ATTRIBUTE,
     TOKEN_TABLES,
     Bf16StoredEmbedding,
     Int8WeightLinear,
+    all_finite,
     bf16_layer_paths,
     cpu_has_native_bf16,
     int8_kernel_available,
