@@ -343,7 +343,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ev['threads']} threads (train.evaluate's default)",
             )
             for b in batch_sizes:
-                _row(rows, f"report, batch size {b} (s)", f"{ev[f'batched_{b}_s']:.1f}")
+                runs = ", ".join(f"{r:.1f}" for r in ev[f"batched_{b}_runs"])
+                _row(
+                    rows,
+                    f"report, batch size {b} (s)",
+                    f"{ev[f'batched_{b}_s']:.1f}",
+                    f"mean of {runs} (before, after)",
+                )
             _goal_row(rows, "P4_eval_speedup", figures["P4_eval_speedup"])
 
         if "P5" in only:

@@ -51,9 +51,15 @@ def matmul_rate(dtype: torch.dtype = torch.float32, rows: int = 256, repeats: in
 
 
 def served_matmul_dtype(model: Any) -> torch.dtype:
-    """The dtype the one-time (encoder) matrix products run in: that of the encoder's weights."""
+    """The dtype the one-time (encoder) matrix products run in: that of the encoder's activations.
+
+    Not the weights' storage dtype: at fp32 compute around int8 decoder layers the encoder's
+    weights are stored in bf16 and upcast for each product, which runs at fp32's rate (bf16 is
+    emulated on such CPUs, ~8x slower: taking its rate would make the floor look far higher).
+    T5's norms hand the products their input in the norm weight's dtype.
+    """
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return next(t.dtype for n, t in _tensors(inner.encoder) if t.dim() == 2 and "lora_" not in n)
+    return inner.encoder.final_layer_norm.weight.dtype
 
 
 @dataclass(frozen=True)

@@ -510,6 +510,51 @@ def test_floor_counts_per_token_weights_and_one_time_compute(int8_set) -> None:
     assert slow == pytest.approx(2 * fast)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float32-int8", "bfloat16", "int8"])
+def test_floor_rates_the_dtype_the_encoder_computes_in_not_the_one_it_stores(dtype, model_sets) -> None:
+    from bench.floor import served_matmul_dtype
+
+    model = model_sets(dtype).models["lora"].model  # peft-wrapped: read through it
+    inner = model.get_base_model()
+    ids = torch.tensor([[5, 6, 7, 1]])
+    with torch.no_grad():
+        states = inner.encoder(input_ids=ids).last_hidden_state
+    assert served_matmul_dtype(model) == states.dtype
+    if dtype == "float32-int8":  # stored in bf16, computed in fp32: the rate must be fp32's
+        stored = {t.dtype for n, t in inner.encoder.named_buffers() if n.endswith("SelfAttention.k.weight")}
+        assert stored == {torch.bfloat16} and served_matmul_dtype(model) == torch.float32
+
+
+def test_report_timings_take_each_batch_size_before_and_after_one_at_a_time(monkeypatch) -> None:
+    """P4 under drift: a host that slows down during the run slows the batched side too."""
+    import types
+
+    import bench.worker as worker
+    import core.data
+    import train.evaluate
+
+    clock = [0.0]
+    calls: list[int] = []
+    # Seconds per call, in call order: warm-up, batch 8, batch 4, one at a time, batch 4, batch 8.
+    costs = iter([1.0, 10.0, 12.0, 100.0, 16.0, 30.0])
+
+    def fake_generate_all(model_set, records, settings, cache, batch_size, progress):
+        calls.append(batch_size)
+        clock[0] += next(costs)
+        return {}, {"full": []}, None
+
+    model_set = types.SimpleNamespace(models={"full": types.SimpleNamespace(cpu_threads=2)})
+    monkeypatch.setattr(worker, "_load", lambda spec, names, report: model_set)
+    monkeypatch.setattr(worker, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(core.data, "load_split", lambda data, split, limit: ["d"] * limit)
+    monkeypatch.setattr(train.evaluate, "generate_all", fake_generate_all)
+    result = worker.task_eval({"data": "x", "dialogues": 3, "batch_sizes": [8, 4]})
+    assert calls == [1, 8, 4, 1, 4, 8]
+    assert result["one_at_a_time_s"] == 100.0
+    assert result["batched_8_s"] == 20.0 and result["batched_8_runs"] == [10.0, 30.0]
+    assert result["batched_4_s"] == 14.0 and result["batched_4_runs"] == [12.0, 16.0]
+
+
 def test_bench_cli_rejects_unknown_figures(capsys) -> None:
     from bench.__main__ import main
 
