@@ -258,8 +258,8 @@ def task_eval(spec: dict[str, Any]) -> dict[str, Any]:
             model_set, records[:1], FORCED_SETTINGS, GenerationCache(Path(tmp) / "w.jsonl"), 1, progress=False
         )
         # Each batch size runs before and after the one-at-a-time run and counts at the mean of
-        # the two: a host whose speed drifts during the minutes a report takes (one run of this
-        # code read 97 s batched where the same code read 58-60 s minutes later) moves both sides.
+        # the two, so a host whose speed drifts over the minutes a report takes moves both sides
+        # (a batched report once read 97 s here, and 58-60 s minutes later in another process).
         before = {b: run(b, f"b{b}") for b in spec["batch_sizes"]}
         results["one_at_a_time_s"] = run(1, "one")
         after = {b: run(b, f"b{b}-again") for b in reversed(spec["batch_sizes"])}
