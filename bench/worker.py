@@ -152,7 +152,13 @@ def task_serving_memory(spec: dict[str, Any]) -> dict[str, Any]:
 
 def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     """P2 + P3: all three summaries vs one batch-1 generate, and the measured physical floor."""
-    from bench.floor import floor_seconds, matmul_rate, memory_read_bandwidth, model_work, served_matmul_dtype
+    from bench.floor import (
+        best_matmul_rates,
+        floor_seconds,
+        memory_read_bandwidth,
+        model_work,
+        served_matmul_dtype,
+    )
     from core.generation import CONCURRENT_GROUPS, summarize_many
 
     repeats = spec["repeats"]
@@ -188,14 +194,14 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
     # The floor is the machine's best: measured with one thread and with every core.
     # The one-time FLOPs run at the encoder's weight dtype (int8 is the decoder's, per token).
     served_dtype = served_matmul_dtype(full.model)
-    bandwidth = rate_fp32 = rate_bf16 = served_rate = 0.0
-    for count in sorted({1, cores}):
+    counts = sorted({1, cores})
+    bandwidth = 0.0
+    for count in counts:
         torch.set_num_threads(count)
         bandwidth = max(bandwidth, memory_read_bandwidth())
-        rate_fp32 = max(rate_fp32, matmul_rate(torch.float32))
-        rate_bf16 = max(rate_bf16, matmul_rate(torch.bfloat16))
-        served_rate = max(served_rate, matmul_rate(served_dtype))
     torch.set_num_threads(threads)
+    rates = best_matmul_rates((torch.float32, torch.bfloat16, served_dtype), counts)
+    rate_fp32, rate_bf16, served_rate = rates[torch.float32], rates[torch.bfloat16], rates[served_dtype]
     work = model_work(full.model, INPUT_TOKENS)
     floor_fp32 = floor_seconds(work, OUTPUT_TOKENS, bandwidth, rate_fp32, 4.0)
     served_bytes_per_param = work.per_token_bytes_served / work.per_token_params

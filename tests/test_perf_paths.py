@@ -525,6 +525,32 @@ def test_floor_rates_the_dtype_the_encoder_computes_in_not_the_one_it_stores(dty
         assert stored == {torch.bfloat16} and served_matmul_dtype(model) == torch.float32
 
 
+def test_the_served_dtype_shares_its_dtypes_measured_rate() -> None:
+    from bench.floor import best_matmul_rates
+
+    calls: list[tuple[torch.dtype, int]] = []
+    speed = {torch.float32: 100.0, torch.bfloat16: 10.0}
+
+    def rate(dtype: torch.dtype) -> float:
+        calls.append((dtype, torch.get_num_threads()))
+        return speed[dtype] * torch.get_num_threads() - len(calls)  # every reading differs
+
+    threads = torch.get_num_threads()
+    rates = best_matmul_rates((torch.float32, torch.bfloat16, torch.float32), [1, 2], rate)
+    assert calls == [(torch.float32, 1), (torch.bfloat16, 1), (torch.float32, 2), (torch.bfloat16, 2)]
+    assert rates == {torch.float32: 197.0, torch.bfloat16: 16.0}  # the best reading of each
+    assert torch.get_num_threads() == threads
+
+
+def test_p1s_ratio_is_left_out_where_nothing_grew_to_bound() -> None:
+    from bench.__main__ import growth_ratio
+
+    mib = 2**20
+    assert growth_ratio(0.09 * mib, 2.34 * mib) == pytest.approx(0.09 / 2.34)  # where the bound acted
+    assert growth_ratio(-0.87 * mib, -0.01 * mib) is None  # both noise: not a ratio of 87
+    assert growth_ratio(0.23 * mib, 0.12 * mib) is None
+
+
 def test_report_timings_take_each_batch_size_before_and_after_one_at_a_time(monkeypatch) -> None:
     """P4 under drift: a host that slows down during the run slows the batched side too."""
     import types
