@@ -192,7 +192,7 @@ def task_latency(spec: dict[str, Any]) -> dict[str, Any]:
         loaded.cpu_threads = other_threads  # each generate call applies it (core.models.use_threads)
     single_other = statistics.median(_timed(one) for _ in range(max(1, repeats - 1)))
     # The floor is the machine's best: measured with one thread and with every core.
-    # The one-time FLOPs run at the encoder's weight dtype (int8 is the decoder's, per token).
+    # The one-time FLOPs run in the dtype the encoder computes in (int8 is the decoder's, per token).
     served_dtype = served_matmul_dtype(full.model)
     counts = sorted({1, cores})
     bandwidth = 0.0
