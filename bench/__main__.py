@@ -263,16 +263,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{served['cache_entries']} entries; {rss['loaded'] / GIB:.2f} -> "
                     f"{rss['half'] / GIB:.2f} -> {rss['end'] / GIB:.2f} GiB",
                 )
-            figures["P1S_served_growth_ratio"] = growth_ratio(grown["bounded"], grown["oneDNN's own"])
-            if figures["P1S_served_growth_ratio"] is None:
-                _row(
-                    rows,
-                    "P1S_served_growth_ratio",
-                    "-",
-                    "oneDNN's own caches grew < 0.5 MB per dialogue: nothing to bound",
-                )
-            else:
-                _row(rows, "P1S_served_growth_ratio", f"{figures['P1S_served_growth_ratio']:.2f}")
+            ratio = figures["P1S_served_growth_ratio"] = growth_ratio(grown["bounded"], grown["oneDNN's own"])
+            _row(
+                rows,
+                "P1S_served_growth_ratio",
+                "-" if ratio is None else f"{ratio:.2f}",
+                "oneDNN's own caches grew < 0.5 MB per dialogue: nothing to bound" if ratio is None else "",
+            )
 
         if only & {"P2", "P3"}:
             # P2 swings most with other load on the host (1.45 and 1.86 in two runs of the same
